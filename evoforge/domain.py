@@ -1,0 +1,128 @@
+"""A domain says what to evolve: the generator prompt, the seed pool, the quality question and the measure axes.
+
+Domains are YAML files under `data/domains/`. A broken file raises `DomainError` naming the file, the field and
+what is expected, so a user can fix it without reading this code.
+"""
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DOMAINS_DIR = Path(__file__).resolve().parents[1] / "data" / "domains"
+
+
+class DomainError(ValueError):
+    """A domain file that cannot be used, with the file and the field that is wrong."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Generator(_Strict):
+    template: str = Field(min_length=1, description="The line that opens each few-shot item, e.g. 'Here is a ...:'")
+    separator: str = Field(default="\n###\n", min_length=1, description="Text between few-shot items")
+    system_prompts: list[str] = Field(min_length=1, description="Lines placed before the examples; experts draw one")
+
+
+class Question(_Strict):
+    """A two-answer question for the judges: quality (yes/no) or one measure axis (label A / label B)."""
+
+    labels: tuple[str, str] = Field(description="The two answers; the score is P(first label)")
+    instructions: list[str] = Field(min_length=1, description="One phrasing per judge")
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels):
+        if labels[0].strip().lower() == labels[1].strip().lower() or not all(l.strip() for l in labels):
+            raise ValueError("expected two different, non-empty labels, e.g. [positive, negative]")
+        return labels
+
+
+class Axis(Question):
+    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$", description="lower-case identifier")
+    bins: list[float] = Field(min_length=1, description="Inner bin boundaries, strictly increasing inside (0, 1)")
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, bins):
+        if any(not 0.0 < b < 1.0 for b in bins):
+            raise ValueError("expected every boundary strictly between 0 and 1")
+        if any(b >= c for b, c in zip(bins, bins[1:])):
+            raise ValueError("expected strictly increasing boundaries, e.g. [0.05, 0.2, 0.5, 0.8, 0.95]")
+        return bins
+
+    @property
+    def num_bins(self) -> int:
+        return len(self.bins) + 1
+
+
+class Domain(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    description: str = ""
+    generator: Generator
+    seed_pool: Path = Field(description="Seed pool file, one item per line, relative to the domain file")
+    quality: Question
+    axes: list[Axis] = Field(min_length=1, max_length=2)
+
+    @model_validator(mode="after")
+    def _unique_axes(self):
+        names = [a.name for a in self.axes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"axes: expected unique axis names, got {names}")
+        return self
+
+    @property
+    def axis_names(self) -> list[str]:
+        return [a.name for a in self.axes]
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(a.num_bins for a in self.axes)
+
+    def load_pool(self) -> list[str]:
+        """The seed pool's items, one per non-blank line."""
+        if not self.seed_pool.is_file():
+            raise DomainError(f"domain '{self.name}': seed_pool file {self.seed_pool} does not exist")
+        items = [line.strip() for line in self.seed_pool.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(items) < 3:
+            raise DomainError(
+                f"{self.seed_pool}: expected at least 3 items (one per line) for a 3-shot prompt, found {len(items)}"
+            )
+        return items
+
+
+def domain_path(name_or_path: str | Path) -> Path:
+    """A shipped domain's file by name (`opinions`), or any YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"}:
+        return path
+    path = DOMAINS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in DOMAINS_DIR.glob("*.yaml"))
+        raise DomainError(f"unknown domain '{name_or_path}': expected one of {shipped} or a path to a .yaml file")
+    return path
+
+
+def load_domain(name_or_path: str | Path) -> Domain:
+    path = domain_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DomainError(f"{path}: domain file does not exist") from None
+    except yaml.YAMLError as err:
+        raise DomainError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise DomainError(f"{path}: expected a mapping with keys name, generator, seed_pool, quality, axes")
+    if isinstance(raw.get("seed_pool"), str):
+        raw["seed_pool"] = (path.parent / raw["seed_pool"]).resolve()
+    try:
+        return Domain.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in e['loc']) or '(top level)'}': {e['msg']}"
+            + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
+            for e in err.errors()
+        )
+        raise DomainError(f"{path}: {problems}") from None

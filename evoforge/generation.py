@@ -1,0 +1,95 @@
+"""Expert generation: the picked experts mutate their genotypes and write candidates, batched per backend."""
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from evoforge.domain import Domain
+from evoforge.experts import Expert
+from evoforge.mutation import mutate
+from evoforge.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
+
+MIN_TEXT_CHARS = 12  # shorter outputs ("I'm.", "") are recorded but not judged
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One candidate to write: which expert, with which mutated genotype and prompt."""
+
+    expert: Expert
+    mutation: str
+    genotype: list[str]
+    prompt: str
+
+
+def plan_candidates(
+    experts: list[Expert],
+    picked: list[int],
+    batch_size: int,
+    domain: Domain,
+    pool: list[str],
+    elites: pd.DataFrame,
+    near_probability: float,
+    rng: np.random.Generator,
+) -> list[Plan]:
+    """`batch_size` candidates split as evenly as possible over the picked experts, one mutation each."""
+    plans = []
+    shares = np.array_split(np.arange(batch_size), len(picked))
+    for index, share in zip(picked, shares):
+        expert = experts[index]
+        for _ in share:
+            mutation, genotype = mutate(expert.genotype, pool, elites, domain.axis_names, near_probability, rng)
+            g = domain.generator
+            prompt = few_shot_prompt(expert.system_prompt, g.template, genotype, g.separator)
+            plans.append(Plan(expert, mutation, genotype, prompt))
+    return plans
+
+
+def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue_tokens: int, seed: int) -> pd.DataFrame:
+    """Run the plans: one batched `generate` call per backend with per-row sampling settings, then one batched
+    continuation for the candidates that stopped mid-sentence. Returns one row per plan, in plan order."""
+    separator = domain.generator.separator
+    stop = [separator.strip() or separator]
+    texts, tokens = [""] * len(plans), [0] * len(plans)
+    continued = [False] * len(plans)
+    by_backend = defaultdict(list)
+    for i, plan in enumerate(plans):
+        by_backend[plan.expert.backend].append(i)
+    for name, rows in by_backend.items():
+        backend = backends[name]
+        outs = backend.generate(
+            [plans[i].prompt for i in rows], [plans[i].expert.sampling for i in rows], stop=stop, seed=seed
+        )
+        for i, out in zip(rows, outs):
+            texts[i], tokens[i] = cut_at_separator(out.text, separator), out.new_tokens
+        # Ask once more where a candidate stopped mid-sentence (it ran out of tokens, not out of ideas).
+        unfinished = [i for i in rows if texts[i] and not ends_sentence(texts[i]) and continue_tokens > 0]
+        if unfinished:
+            more = backend.generate(
+                [plans[i].prompt + texts[i] for i in unfinished],
+                [replace(plans[i].expert.sampling, max_new_tokens=continue_tokens) for i in unfinished],
+                stop=stop,
+                seed=seed + 1,
+                desc="continue",
+            )
+            for i, out in zip(unfinished, more):
+                texts[i] = cut_at_separator(texts[i] + out.text, separator)
+                tokens[i] += out.new_tokens
+                continued[i] = True
+    texts = [trim_to_last_sentence(t) for t in texts]
+    return pd.DataFrame(
+        {
+            "expert_id": [p.expert.expert_id for p in plans],
+            "backend": [p.expert.backend for p in plans],
+            "mutation": [p.mutation for p in plans],
+            "genotype": [p.genotype for p in plans],
+            "system_prompt": [p.expert.system_prompt for p in plans],
+            "text": texts,
+            "new_tokens": tokens,
+            "continued": continued,
+            "valid": [len(t) >= MIN_TEXT_CHARS for t in texts],
+        }
+    )
+

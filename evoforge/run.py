@@ -1,0 +1,285 @@
+"""The steps of an evolution run as plain functions over a `RunState`; Prefect tasks wrap them one to one.
+
+prepare_run -> (generate_step -> judge_step -> archive_step -> record_step) x N -> finish_run
+
+Randomness is drawn from `default_rng([seed, generation])`, so a generation does the same thing whether the run
+went straight through or resumed just before it.
+"""
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evoforge import plots
+from evoforge.archive import IMPROVED, NEW_CELL, STATUS_NAMES, QDArchive
+from evoforge.config import RunConfig, flat_params
+from evoforge.domain import Domain, load_domain
+from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
+from evoforge.generation import plan_candidates, write_candidates
+from evoforge.judging import combine_mean, judge_distributions, judge_texts
+from evoforge.store import RunStore, write_parquet
+from evoforge.tracking import Tracker
+
+
+class ResumeError(ValueError):
+    """An existing run folder whose configuration does not match the one asked for."""
+
+
+class RunState:
+    """Everything a run holds between generations. It lives in the flow's process; the run folder is its
+    durable copy (see `evoforge.store`)."""
+
+    def __init__(self, config: RunConfig, domain: Domain, store: RunStore, run_name: str):
+        self.config = config
+        self.domain = domain
+        self.store = store
+        self.run_name = run_name
+        self.archive = QDArchive(domain.axis_names, [a.bins for a in domain.axes])
+        self.experts: list[Expert] = []
+        self.pool: list[str] = []
+        self.next_cid = 0
+        self.completed = 0  # generations committed to the run folder
+        self.history: list[dict] = []  # headline metrics per generation
+        self.mlflow_run_id: str | None = None
+        self.embeddings: dict[int, np.ndarray] = {}  # elite cid -> embedding, for the diversity statistic
+
+    def __repr__(self) -> str:
+        return f"RunState({self.run_name!r}, completed={self.completed}, elites={len(self.archive)})"
+
+    @property
+    def model_names(self) -> list[str]:
+        return sorted(set(self.config.generator_models) | {j.model for j in self.config.judges})
+
+
+def default_run_name(config: RunConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{Path(config.domain).stem}-s{config.seed}-{stamp}"
+
+
+def generation_rng(config: RunConfig, generation: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, generation])
+
+
+# --- dataset prep ----------------------------------------------------------------------------------------------
+
+
+def prepare_run(config: RunConfig) -> RunState:
+    """Load the domain and its seed pool, write them as Parquet, and make the first experts; or, when the run
+    folder already holds committed generations, restore the state after the last of them."""
+    domain = load_domain(config.domain)
+    run_name = config.run_name or default_run_name(config)
+    store = RunStore(Path(config.out) / run_name)
+    state = RunState(config, domain, store, run_name)
+    seed_pool = domain.load_pool()
+    saved = store.read_state()
+    if saved is None:
+        store.write_prep(config.model_dump(mode="json"), domain.model_dump(mode="json"), seed_pool)
+        saved = {"completed": 0, "next_cid": 0, "mlflow_run_id": None, "history": []}
+        store.write_state(saved)
+    else:
+        _check_resumable(store, config)
+    state.completed, state.next_cid = saved["completed"], saved["next_cid"]
+    state.mlflow_run_id, state.history = saved["mlflow_run_id"], saved["history"]
+    if state.completed == 0:
+        rng = np.random.default_rng([config.seed, 2**31])  # a stream of its own, apart from the generations'
+        state.pool = list(seed_pool)
+        state.experts = random_experts(
+            config.experts, config.generator_models, config.sampling_ranges(), domain.generator.system_prompts,
+            seed_pool, rng, shots=config.shots,
+        )
+        return state
+    last = state.completed - 1
+    state.archive = QDArchive.from_elites(domain.axis_names, [a.bins for a in domain.axes], store.read_elites(last))
+    state.experts = [Expert.from_row(row) for row in store.read_experts(last).to_dict("records")]
+    inserted = store.read_candidates(state.completed, columns=["text", "inserted"])
+    state.pool = list(seed_pool) + inserted.loc[inserted["inserted"], "text"].tolist()
+    return state
+
+
+def _check_resumable(store: RunStore, config: RunConfig) -> None:
+    """A run resumes only with the configuration it started with; only `generations` may change (to extend it)."""
+    before = json.loads((store.root / "config.json").read_text())
+    now = config.model_dump(mode="json")
+    differing = sorted(k for k in now if k not in {"generations", "run_name"} and before.get(k) != now[k])
+    if differing:
+        raise ResumeError(
+            f"run folder {store.root} already holds a run with other settings ({', '.join(differing)}); "
+            "pass the same settings to resume it, or another --run-name / --out to start a new run"
+        )
+
+
+# --- tracking --------------------------------------------------------------------------------------------------
+
+
+def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
+    """Start the run's MLflow run, or reopen it when resuming (params are logged once, when it is created)."""
+    if state.mlflow_run_id is not None:
+        tracker = Tracker(state.config.experiment, state.run_name, run_id=state.mlflow_run_id)
+        tracker.set_tags({"resumed_at_generation": state.completed})
+        return tracker
+    tracker = Tracker(state.config.experiment, state.run_name, tags={"domain": state.domain.name, **(tags or {})})
+    tracker.log_params({**flat_params(state.config), "run_dir": str(state.store.root.resolve())})
+    state.mlflow_run_id = tracker.run_id
+    saved = state.store.read_state()
+    state.store.write_state({**saved, "mlflow_run_id": tracker.run_id})
+    return tracker
+
+
+# --- one generation --------------------------------------------------------------------------------------------
+
+
+def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFrame:
+    """The gating policy picks experts; each mutates its genotype and writes its share of the batch."""
+    config = state.config
+    rng = generation_rng(config, generation)
+    g = config.gating
+    epsilon = exploration_rate(generation, g.epsilon_start, g.epsilon_decay, g.epsilon_min)
+    picked = pick_experts(np.array([e.value for e in state.experts]), g.experts_per_generation, epsilon, rng)
+    plans = plan_candidates(
+        state.experts, picked, config.batch_size, state.domain, state.pool, state.archive.elites(),
+        config.near_probability, rng,
+    )
+    candidates = write_candidates(
+        backends, plans, state.domain, config.continue_tokens, seed=int(rng.integers(2**31))
+    )
+    candidates.insert(0, "cid", np.arange(state.next_cid, state.next_cid + len(candidates), dtype=np.int64))
+    candidates.insert(1, "generation", generation)
+    candidates["epsilon"] = epsilon
+    return candidates
+
+
+def judge_step(state: RunState, candidates: pd.DataFrame, backends: dict) -> pd.DataFrame:
+    """Every judge scores every valid candidate; the panel mean gives quality and measures."""
+    valid = candidates.index[candidates["valid"]]
+    texts = candidates.loc[valid, "text"].tolist()
+    scores = judge_texts(backends, state.config.judges, state.domain, texts)
+    scores.index = valid
+    combined = combine_mean(scores, state.config.judges, state.domain)
+    return candidates.join(scores).join(combined)
+
+
+def archive_step(state: RunState, judged: pd.DataFrame, generation: int) -> pd.DataFrame:
+    """Insert into the archive, reward the experts, grow the pool. Returns the candidates with their outcome."""
+    config = state.config
+    measure_columns = [f"measure_{a}" for a in state.domain.axis_names]
+    status = np.zeros(len(judged), dtype=np.int32)
+    valid = judged["valid"].to_numpy()
+    if valid.any():
+        rows = judged[valid]
+        status[valid] = state.archive.add(
+            rows["cid"].to_numpy(), rows["text"].tolist(), rows["quality"].to_numpy(),
+            rows[measure_columns].to_numpy(), generation,
+        )
+    judged = judged.assign(status=[STATUS_NAMES[s] for s in status], inserted=status > 0)
+    scheme = config.reward_scheme()
+    values = np.array([e.value for e in state.experts])
+    rewards = {}
+    for expert_id, rows in judged.groupby("expert_id", sort=True):
+        rewards[expert_id] = scheme.reward(status[rows.index.to_numpy()])
+        values = update_value(values, expert_id, rewards[expert_id], config.gating.learning_rate, config.gating.discount)
+        expert = state.experts[expert_id]
+        expert.picks += 1
+        best = rows[rows["inserted"]].sort_values("quality", ascending=False)
+        if len(best):  # the expert keeps the genotype that worked best for it
+            expert.genotype = list(best.iloc[0]["genotype"])
+    for expert, value in zip(state.experts, values):
+        expert.value = float(value)
+    judged["reward"] = judged["expert_id"].map(rewards)
+    state.pool.extend(judged.loc[judged["inserted"], "text"])
+    state.next_cid = int(judged["cid"].max()) + 1 if len(judged) else state.next_cid
+    return judged
+
+
+def generation_metrics(state: RunState, candidates: pd.DataFrame, embedder=None) -> dict[str, float]:
+    """The per-generation metrics logged to MLflow."""
+    stats = state.archive.stats()
+    metrics = {
+        **stats,
+        "candidates": len(candidates),
+        "valid_candidates": int(candidates["valid"].sum()),
+        "inserted": int(candidates["inserted"].sum()),
+        "new_cells": int((candidates["status"] == STATUS_NAMES[NEW_CELL]).sum()),
+        "improved_cells": int((candidates["status"] == STATUS_NAMES[IMPROVED]).sum()),
+        "tokens_generated": int(candidates["new_tokens"].sum()),
+        "continued": int(candidates["continued"].sum()),
+        "batch_mean_quality": float(candidates["quality"].mean()) if candidates["valid"].any() else 0.0,
+        "epsilon": float(candidates["epsilon"].iloc[0]) if len(candidates) else 0.0,
+        "pool_size": len(state.pool),
+    }
+    for expert in state.experts:
+        metrics[f"expert/{expert.expert_id}/value"] = expert.value
+        metrics[f"expert/{expert.expert_id}/picks"] = expert.picks
+    metrics.update(judge_distributions(candidates.filter(like="judge_")))
+    if embedder is not None:
+        metrics["elite_diversity"] = elite_diversity(state, embedder)
+    return metrics
+
+
+def elite_diversity(state: RunState, embedder) -> float:
+    """Mean pairwise cosine distance between the elites' sentence embeddings (each text embedded once)."""
+    from models.embedder import mean_pairwise_distance
+
+    elites = state.archive.elites()
+    missing = [c for c in elites["cid"] if c not in state.embeddings]
+    if missing:
+        texts = elites.set_index("cid").loc[missing, "text"].tolist()
+        state.embeddings.update(zip(missing, embedder.embed(texts)))
+    live = set(elites["cid"])
+    state.embeddings = {c: v for c, v in state.embeddings.items() if c in live}
+    return mean_pairwise_distance(np.stack([state.embeddings[c] for c in elites["cid"]])) if len(elites) else 0.0
+
+
+def record_step(state: RunState, generation: int, candidates: pd.DataFrame, metrics: dict, tracker: Tracker) -> None:
+    """Commit the generation: Parquet first, MLflow metrics, then state.json (the commit marker)."""
+    experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
+    state.store.write_generation(generation, candidates, state.archive.elites(), experts)
+    tracker.log_metrics(metrics, step=generation)
+    headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
+    state.history.append({"generation": generation, **{k: metrics[k] for k in headline}})
+    state.completed = generation + 1
+    state.store.write_state(
+        {"completed": state.completed, "next_cid": state.next_cid, "mlflow_run_id": state.mlflow_run_id,
+         "history": state.history}
+    )
+
+
+# --- the end of the run ----------------------------------------------------------------------------------------
+
+
+def finish_run(state: RunState, tracker: Tracker) -> dict:
+    """Merge the candidates, draw the plots, log the artifacts; returns the run's summary."""
+    store, domain = state.store, state.domain
+    candidates_path = store.merge_candidates(state.completed)
+    archive_path = write_parquet(state.archive.elites(), store.root / "archive.parquet")
+    plot_dir = store.root / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    stats = state.archive.stats()
+    title = f"{domain.name}: QD score {stats['qd_score']:.2f}, coverage {stats['coverage']:.0%}"
+    heatmap = plots.archive_heatmap(
+        state.archive.quality_grid(), domain.axis_names, [a.bins for a in domain.axes], title, plot_dir / "archive_heatmap.png"
+    )
+    curve = plots.qd_curve(pd.DataFrame(state.history), plot_dir / "qd_curve.png")
+    judges = plots.judge_histograms(pd.read_parquet(candidates_path), plot_dir / "judge_scores.png")
+    for path in (heatmap, curve, judges):
+        tracker.log_artifact(path, "plots")
+    for path in (candidates_path, archive_path, store.experts_path, store.root / "config.json"):
+        tracker.log_artifact(path, "data")
+    tracker.finish("FINISHED")
+    return {
+        "run_name": state.run_name,
+        "run_dir": str(store.root),
+        "mlflow_run_id": tracker.run_id,
+        "generations": state.completed,
+        **stats,
+    }
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds) of a call."""
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started

@@ -1,0 +1,108 @@
+"""The run folder `runs/<run name>/`: every candidate, archive snapshot and expert state as Parquet.
+
+A generation is committed when `state.json` is rewritten, last and atomically, after its Parquet files: a run that
+is interrupted resumes from its last committed generation and rewrites whatever the broken one left behind.
+
+    config.json               the run's configuration
+    state.json                completed generations, MLflow run id
+    domain.parquet            the domain (one row) and pool.parquet, the seed pool
+    candidates/gen_NNNN.parquet  every candidate of a generation (merged into candidates.parquet at the end)
+    archive/gen_NNNN.parquet  the archive's elites after a generation
+    experts.parquet           every expert's state after every generation
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    return _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_json(data: dict, path: Path) -> Path:
+    return _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # --- paths ---------------------------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def candidates_part(self, generation: int) -> Path:
+        return self.root / "candidates" / f"gen_{generation:04d}.parquet"
+
+    def archive_snapshot(self, generation: int) -> Path:
+        return self.root / "archive" / f"gen_{generation:04d}.parquet"
+
+    @property
+    def experts_path(self) -> Path:
+        return self.root / "experts.parquet"
+
+    @property
+    def candidates_path(self) -> Path:
+        return self.root / "candidates.parquet"
+
+    # --- state ---------------------------------------------------------------------------------------------------
+    def read_state(self) -> dict | None:
+        return json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
+
+    def write_state(self, state: dict) -> None:
+        write_json(state, self.state_path)
+
+    # --- dataset prep ------------------------------------------------------------------------------------------
+    def write_prep(self, config: dict, domain: dict, pool: list[str]) -> None:
+        write_json(config, self.root / "config.json")
+        write_parquet(pd.DataFrame([{k: json.dumps(v, default=str) for k, v in domain.items()}]), self.root / "domain.parquet")
+        write_parquet(pd.DataFrame({"item": range(len(pool)), "text": pool}), self.root / "pool.parquet")
+
+    # --- generations -------------------------------------------------------------------------------------------
+    def write_generation(self, generation: int, candidates: pd.DataFrame, elites: pd.DataFrame, experts: pd.DataFrame):
+        write_parquet(candidates, self.candidates_part(generation))
+        write_parquet(elites, self.archive_snapshot(generation))
+        history = pd.read_parquet(self.experts_path) if self.experts_path.is_file() else None
+        if history is not None:  # drop rows of a generation that is being redone after an interruption
+            history = history[history["generation"] < generation]
+        write_parquet(pd.concat([history, experts], ignore_index=True) if history is not None else experts, self.experts_path)
+
+    def read_elites(self, generation: int) -> pd.DataFrame:
+        return pd.read_parquet(self.archive_snapshot(generation))
+
+    def read_experts(self, generation: int) -> pd.DataFrame:
+        history = pd.read_parquet(self.experts_path)
+        return history[history["generation"] == generation].reset_index(drop=True)
+
+    def candidate_parts(self, upto: int) -> list[Path]:
+        return [self.candidates_part(g) for g in range(upto) if self.candidates_part(g).is_file()]
+
+    def read_candidates(self, upto: int, columns: list[str] | None = None) -> pd.DataFrame:
+        parts = self.candidate_parts(upto)
+        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+
+    def merge_candidates(self, upto: int) -> Path:
+        """Stream the per-generation parts into one candidates.parquet (memory: one part at a time)."""
+        parts = self.candidate_parts(upto)
+
+        def write(tmp: Path):
+            schema = pa.unify_schemas([pq.read_schema(p) for p in parts])
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for p in parts:
+                    writer.write_table(pq.read_table(p).cast(schema))
+
+        return _atomic_write(self.candidates_path, write)

@@ -1,0 +1,69 @@
+"""MLflow tracking: one MLflow run per evolution run, metrics logged in batches, artifacts beside them.
+
+The active-run API of mlflow is per thread, and Prefect runs tasks in worker threads, so everything here goes
+through an `MlflowClient` with an explicit run id.
+"""
+
+import os
+import re
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+_SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
+_MAX_PARAM_CHARS = 6000
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, or a SQLite file `mlflow.db` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def redact(params: dict[str, str]) -> dict[str, str]:
+    """Secrets never reach MLflow: any param whose name looks like a key, token or password is masked."""
+    return {k: ("***" if _SECRET.search(k) else v) for k, v in params.items()}
+
+
+class Tracker:
+    def __init__(self, experiment: str, run_name: str, run_id: str | None = None, tags: dict | None = None):
+        self.uri = tracking_uri()
+        self.client = MlflowClient(self.uri)
+        if run_id is None:
+            experiment_id = self._experiment_id(experiment)
+            run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):  # keep artifacts next to the database, not in the working directory
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in redact(params).items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), 1000):  # one request per 1000 metrics, never one per metric
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,1 @@
+"""Prefect flows: `evolution_run` (the parent DAG) and its `generation` subflow."""

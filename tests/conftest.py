@@ -1,0 +1,50 @@
+"""Shared fixtures: one Prefect test server, one MLflow store and each real model loaded once per session."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="evoforge-tests-"))
+# Set before Prefect or MLflow are imported by any test module: nothing writes into ~/.prefect or the repo.
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def backend():
+    from models.transformers_backend import load_backend
+
+    return load_backend("smollm2")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from models.embedder import load_embedder
+
+    return load_embedder("minilm")
+
+
+@pytest.fixture
+def opinions():
+    from evoforge.domain import load_domain
+
+    return load_domain("opinions")

@@ -1,0 +1,123 @@
+"""End to end: the real `evolution_run` flow on a real Prefect server, real MLflow store, real models, real Parquet."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from evoforge.config import RunConfig
+from evoforge.tracking import tracking_uri
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(generations=2, experts=2, batch_size=4, max_new_tokens=16, continue_tokens=8, seed=3)
+PER_GENERATION = ["qd_score", "coverage", "max_quality", "mean_quality", "num_elites", "candidates", "inserted",
+                  "tokens_generated", "seconds_generate", "seconds_judge", "seconds_archive", "elite_diversity"]
+
+
+class FaultyJudgeBackend:
+    """Injected fault: the real backend, except that judging raises after `ok_calls` scoring calls."""
+
+    def __init__(self, real, ok_calls):
+        self.real, self.ok_calls, self.calls = real, ok_calls, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def option_logprobs(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls > self.ok_calls:
+            raise RuntimeError("injected judge fault")
+        return self.real.option_logprobs(*args, **kwargs)
+
+
+def metric_steps(client, run_id, key):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_evolution_run_end_to_end(prefect_server, backend, tmp_path):
+    from flows.evolution import evolution_run
+
+    config = RunConfig(**TINY, out=str(tmp_path), run_name="e2e")
+    summary = evolution_run(config)
+    run_dir = tmp_path / "e2e"
+
+    candidates = pd.read_parquet(run_dir / "candidates.parquet")
+    assert len(candidates) == 8 and sorted(candidates["generation"].unique()) == [0, 1]
+    assert candidates["cid"].is_unique
+    for column in ["text", "expert_id", "genotype", "generation", "quality", "measure_sentiment", "inserted",
+                   "judge_chat0_quality", "judge_chat1_quality", "judge_chat0_sentiment", "judge_chat1_sentiment"]:
+        assert column in candidates.columns, column
+    assert all(len(g) == 3 for g in candidates["genotype"])
+    valid = candidates[candidates["valid"]]
+    assert valid["quality"].between(0, 1).all() and valid["measure_sentiment"].between(0, 1).all()
+    assert candidates["inserted"].any()
+
+    final = pd.read_parquet(run_dir / "archive" / "gen_0001.parquet")
+    assert set(final["cid"]) <= set(candidates.loc[candidates["inserted"], "cid"])
+    assert summary["qd_score"] == pytest.approx(final["quality"].sum())
+    experts = pd.read_parquet(run_dir / "experts.parquet")
+    assert len(experts) == 4 and experts.groupby("generation")["picks"].sum().tolist() == [2, 4]
+
+    client = MlflowClient(tracking_uri())
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["generations"] == "2" and run.data.params["domain"] == "opinions"
+    assert run.data.tags["prefect_flow_run_id"]
+    for key in PER_GENERATION:
+        assert metric_steps(client, run.info.run_id, key) == [0, 1], key
+    assert run.data.metrics["qd_score"] == pytest.approx(summary["qd_score"])
+    assert any(k.startswith("expert/") and k.endswith("/value") for k in run.data.metrics)
+    assert any(k.startswith("judge/chat0/sentiment/") for k in run.data.metrics)
+    artifacts = {f.path for d in ("plots", "data") for f in client.list_artifacts(run.info.run_id, d)}
+    assert {"plots/archive_heatmap.png", "data/candidates.parquet", "data/archive.parquet"} <= artifacts
+
+
+def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_server, backend, tmp_path, monkeypatch):
+    import flows.evolution as flows_module
+
+    config = RunConfig(**TINY, out=str(tmp_path), run_name="crash")
+    # Judging asks 2 judges x 2 questions = 4 scoring calls per generation: generation 1's first one fails.
+    faulty = FaultyJudgeBackend(backend, ok_calls=4)
+    monkeypatch.setattr(flows_module, "load_backend", lambda name: faulty)
+    with pytest.raises(RuntimeError, match="injected judge fault"):
+        flows_module.evolution_run(config)
+    state = json.loads((tmp_path / "crash" / "state.json").read_text())
+    assert state["completed"] == 1
+    first = pd.read_parquet(tmp_path / "crash" / "candidates" / "gen_0000.parquet")
+    client = MlflowClient(tracking_uri())
+    assert client.get_run(state["mlflow_run_id"]).info.status == "FAILED"
+
+    monkeypatch.undo()
+    summary = flows_module.evolution_run(config)
+    assert summary["mlflow_run_id"] == state["mlflow_run_id"] and summary["generations"] == 2
+    assert pd.read_parquet(tmp_path / "crash" / "candidates" / "gen_0000.parquet").equals(first)  # not redone
+    assert metric_steps(client, summary["mlflow_run_id"], "qd_score") == [0, 1]
+    assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
+    assert len(pd.read_parquet(tmp_path / "crash" / "candidates.parquet")) == 8
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    from evoforge.run import ResumeError, prepare_run
+
+    prepare_run(RunConfig(**TINY, out=str(tmp_path), run_name="r"))
+    with pytest.raises(ResumeError, match=r"other settings \(batch_size\)"):
+        prepare_run(RunConfig(**{**TINY, "batch_size": 8}, out=str(tmp_path), run_name="r"))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "evoforge.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_help_and_clear_errors():
+    help_text = run_cli("run", "--help")
+    assert help_text.returncode == 0
+    for flag in ("--domain", "--generations", "--experts", "--batch-size", "--max-new-tokens", "--seed", "--out"):
+        assert flag in help_text.stdout
+    bad = run_cli("run", "--generations", "0")
+    assert bad.returncode == 2 and "--generations" in bad.stderr and "greater than or equal to 1" in bad.stderr
+    unknown = run_cli("run", "--domain", "poems")
+    assert unknown.returncode == 2 and "unknown domain 'poems'" in unknown.stderr

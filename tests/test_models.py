@@ -1,0 +1,82 @@
+"""The real embedded models: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2, loaded once per session."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from evoforge.config import JudgeConfig
+from evoforge.experts import SamplingSettings
+from evoforge.judging import first_label_probability, judge_texts, question_prompts
+from evoforge.prompts import few_shot_prompt
+from models.resolve import ModelNotFoundError, resolve_model
+
+pytestmark = pytest.mark.slow
+
+COMMON_WORDS = {"the", "a", "i", "and", "to", "of", "is", "it", "in", "my", "me", "you", "that", "for", "are", "they", "but", "not", "be", "with", "like", "eat", "food", "vegetables"}
+
+
+def test_unknown_model_fails_fast_with_a_hint(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="was not found locally.*local Hugging Face model folder"):
+        resolve_model("HuggingFaceTB/SmolLM2-1.7B-Instruct")
+    with pytest.raises(ModelNotFoundError):
+        resolve_model(str(tmp_path))  # an empty folder
+    assert time.perf_counter() - started < 1.0  # no download attempt, no hang
+
+
+def test_generation_is_coherent_english_with_per_row_budgets(backend, opinions):
+    pool = opinions.load_pool()
+    g = opinions.generator
+    prompts = [few_shot_prompt(g.system_prompts[0], g.template, pool[i : i + 3], g.separator) for i in range(6)]
+    budgets = [8, 12, 16, 20, 24, 28]
+    outs = backend.generate(prompts, [SamplingSettings(0.8, 0.95, 0.2, 0.2, b) for b in budgets], stop=["###"], seed=0)
+    assert len(outs) == 6
+    assert all(0 < o.new_tokens <= b for o, b in zip(outs, budgets))
+    words = [w for o in outs for w in re.findall(r"[A-Za-z']+", o.text.lower())]
+    # An untied output layer writes subword soup; real English is full of common words.
+    assert len(words) >= 20 and sum(w in COMMON_WORDS for w in words) / len(words) > 0.2
+
+
+def test_same_seed_same_text(backend):
+    settings = [SamplingSettings(1.0, 1.0, 0.0, 0.0, 10)]
+    a = backend.generate(["Once upon a time"], settings, seed=7)
+    b = backend.generate(["Once upon a time"], settings, seed=7)
+    assert a == b
+
+
+def test_single_token_shortcut_matches_full_scoring(backend):
+    prompts = [backend.chat_prompt("Is the sky blue? Answer yes or no."), backend.chat_prompt("Is fire cold? Answer yes or no.")]
+    fast = backend.option_logprobs(prompts, ["yes", "no"])  # single tokens: one row per prompt
+    full = backend.option_logprobs(prompts, ["yes", "no", "maybe not"])  # multi-token: one row per pair
+    assert np.allclose(fast, full[:, :2], atol=1e-4)
+    assert (fast < 0).all()
+
+
+def test_judge_ranks_a_positive_opinion_above_a_negative_one(backend, opinions):
+    texts = [
+        "I absolutely love vegetables! Fresh salads and roasted carrots make me happy and healthy every day.",
+        "I hate vegetables. Broccoli is disgusting and plant-based food makes me miserable.",
+    ]
+    judges = [JudgeConfig(name="chat0", phrasing=0), JudgeConfig(name="chat1", phrasing=1)]
+    scores = judge_texts({"smollm2": backend}, judges, opinions, texts)
+    for judge in ("chat0", "chat1"):
+        positive, negative = scores[f"judge_{judge}_sentiment"]
+        assert positive > negative
+    assert scores.to_numpy().min() >= 0 and scores.to_numpy().max() <= 1
+
+
+def test_chat_and_instruct_prompts(backend, opinions):
+    chat = question_prompts(backend, JudgeConfig(name="c", format="chat"), opinions.quality, ["Text one."])
+    assert "<|im_start|>assistant" in chat.prompts[0] and chat.options == ("yes", "no")
+    inst = question_prompts(backend, JudgeConfig(name="i", format="instruct"), opinions.quality, ["Text one."])
+    assert inst.prompts[0].endswith("### Response:") and inst.options == (" yes", " no")
+    assert first_label_probability(backend.option_logprobs(inst.prompts, list(inst.options))).shape == (1,)
+
+
+def test_embedder_puts_paraphrases_closer_than_unrelated_text(embedder):
+    e = embedder.embed(["I love eating carrots.", "Carrots are my favourite food.", "The stock market fell today."])
+    assert e.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2]
