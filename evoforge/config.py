@@ -68,6 +68,45 @@ def default_judges() -> list[JudgeConfig]:
     ]
 
 
+class FinetuneConfig(_Config):
+    """Fine-tuning the generator on the archive's elites (LoRA by default), then evaluating it."""
+
+    enabled: bool = Field(False, description="Finetune and evaluate after the last generation")
+    every: int = Field(0, ge=0, description="Also finetune every K generations (0: only after the last)")
+    join_population: bool = Field(False, description="A tuned model joins the experts as a new backend")
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters (peft) or every weight")
+    epochs: int = Field(3, ge=1, le=100, description="Epochs over the training split")
+    batch_size: int = Field(4, ge=1, le=256, description="Examples per forward pass")
+    grad_accum: int = Field(2, ge=1, le=256, description="Batches per optimizer step")
+    learning_rate: float = Field(3e-4, gt=0, le=1, description="AdamW peak learning rate (cosine schedule)")
+    warmup_ratio: float = Field(0.1, ge=0, le=0.5, description="Share of steps spent warming up")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm")
+    max_length: int = Field(256, ge=16, le=4096, description="Tokens per example (longer ones are cut)")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of examples held out for the loss")
+    patience: int = Field(1, ge=1, description="Epochs without a better held-out loss before stopping")
+    lora_r: int = Field(8, ge=1, le=256, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    min_examples: int = Field(2, ge=2, description="Skip finetuning with fewer examples (elites) than this")
+    seed: int = Field(0, ge=0, description="Seed for the split, shuffling and initialisation")
+
+
+class EvaluateConfig(_Config):
+    """Candidate vs champion: each fills a fresh archive with the same budget, seed and judges."""
+
+    generations: int = Field(2, ge=1, le=1000, description="Generations per evaluated model")
+    batch_size: int = Field(8, ge=1, le=4096, description="Candidates per generation")
+    search: Literal["niche", "lmx", "fixed_few_shot", "zero_shot"] = Field(
+        "niche", description="How evaluated models are prompted ('niche': asked for a random niche)"
+    )
+    margin: float = Field(
+        0.02, ge=0, le=10, description="Promote only if QD score >= champion's x (1 + margin), mean quality not lower"
+    )
+    baselines: list[Literal["zero_shot", "fixed_few_shot"]] = Field(
+        default_factory=list, description="Baselines (base model) run beside the two: random search, fixed few-shot"
+    )
+
+
 class RunConfig(_Config):
     """An evolution run. Every field shows in the Prefect UI's run form and is logged as an MLflow param."""
 
@@ -94,9 +133,16 @@ class RunConfig(_Config):
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
+    search: Literal["lmx", "fixed_few_shot", "zero_shot", "niche"] = Field(
+        "lmx",
+        description="'lmx': mutated few-shot prompts (QDAIF); 'fixed_few_shot' / 'zero_shot': the QDAIF baselines; "
+        "'niche': a chat prompt asking for a random niche (for tuned models)",
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     rewards: RewardConfig = Field(default_factory=RewardConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     experiment: str = Field("evoforge", min_length=1, description="MLflow experiment name")
 
     @model_validator(mode="after")

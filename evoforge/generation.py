@@ -8,6 +8,7 @@ import pandas as pd
 
 from evoforge.domain import Domain
 from evoforge.experts import Expert
+from evoforge.finetune_data import niche_prompt, random_niche
 from evoforge.mutation import mutate
 from evoforge.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
 
@@ -22,6 +23,7 @@ class Plan:
     mutation: str
     genotype: list[str]
     prompt: str
+    chat: bool = False  # the prompt is a user message for the backend's chat template (niche search)
 
 
 def plan_candidates(
@@ -33,15 +35,25 @@ def plan_candidates(
     elites: pd.DataFrame,
     near_probability: float,
     rng: np.random.Generator,
+    search: str = "lmx",
 ) -> list[Plan]:
-    """`batch_size` candidates split as evenly as possible over the picked experts, one mutation each."""
+    """`batch_size` candidates split as evenly as possible over the picked experts.
+
+    search: 'lmx' mutates the expert's genotype once per candidate; 'fixed_few_shot' keeps it; 'zero_shot' uses
+    no examples; 'niche' asks, in the chat format, for a random niche of the grid (what a tuned model learnt).
+    """
     plans = []
-    shares = np.array_split(np.arange(batch_size), len(picked))
-    for index, share in zip(picked, shares):
+    g = domain.generator
+    for index, share in zip(picked, np.array_split(np.arange(batch_size), len(picked))):
         expert = experts[index]
         for _ in share:
-            mutation, genotype = mutate(expert.genotype, pool, elites, domain.axis_names, near_probability, rng)
-            g = domain.generator
+            if search == "niche":
+                plans.append(Plan(expert, "niche", [], niche_prompt(domain, random_niche(domain, rng)), chat=True))
+                continue
+            if search == "lmx":
+                mutation, genotype = mutate(expert.genotype, pool, elites, domain.axis_names, near_probability, rng)
+            else:
+                mutation, genotype = "none", ([] if search == "zero_shot" else list(expert.genotype))
             prompt = few_shot_prompt(expert.system_prompt, g.template, genotype, g.separator)
             plans.append(Plan(expert, mutation, genotype, prompt))
     return plans
@@ -59,16 +71,15 @@ def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue
         by_backend[plan.expert.backend].append(i)
     for name, rows in by_backend.items():
         backend = backends[name]
-        outs = backend.generate(
-            [plans[i].prompt for i in rows], [plans[i].expert.sampling for i in rows], stop=stop, seed=seed
-        )
+        prompts = {i: backend.chat_prompt(plans[i].prompt) if plans[i].chat else plans[i].prompt for i in rows}
+        outs = backend.generate([prompts[i] for i in rows], [plans[i].expert.sampling for i in rows], stop=stop, seed=seed)
         for i, out in zip(rows, outs):
             texts[i], tokens[i] = cut_at_separator(out.text, separator), out.new_tokens
         # Ask once more where a candidate stopped mid-sentence (it ran out of tokens, not out of ideas).
         unfinished = [i for i in rows if texts[i] and not ends_sentence(texts[i]) and continue_tokens > 0]
         if unfinished:
             more = backend.generate(
-                [plans[i].prompt + texts[i] for i in unfinished],
+                [prompts[i] + texts[i] for i in unfinished],
                 [replace(plans[i].expert.sampling, max_new_tokens=continue_tokens) for i in unfinished],
                 stop=stop,
                 seed=seed + 1,

@@ -67,3 +67,18 @@ def judge_histograms(candidates: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def qd_comparison(histories: pd.DataFrame, path: Path) -> Path:
+    """QD score per generation for each evaluated model (one column each)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label in histories.columns:
+        ax.plot(histories.index, histories[label], marker="o", label=label)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("QD score")
+    ax.set_title("Evaluation: QD score per generation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -9,8 +9,8 @@ _FINAL_SENTENCE_END = re.compile(r"""[.!?]["')\]]*$""")
 def few_shot_prompt(system_prompt: str, template: str, items: list[str], separator: str) -> str:
     """`system_prompt`, then `template\\nitem` per few-shot item joined by `separator`, ending on an open template
     line for the model to complete (completion style, as in LMX; no chat template)."""
-    shots = separator.join(f"{template}\n{item}" for item in items)
-    return f"{system_prompt}\n\n{shots}{separator}{template}\n"
+    shots = "".join(f"{template}\n{item}{separator}" for item in items)
+    return f"{system_prompt}\n\n{shots}{template}\n"
 
 
 def cut_at_separator(text: str, separator: str) -> str:

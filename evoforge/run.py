@@ -52,7 +52,8 @@ class RunState:
 
     @property
     def model_names(self) -> list[str]:
-        return sorted(set(self.config.generator_models) | {j.model for j in self.config.judges})
+        """Every backend the run needs: the experts' (tuned models may have joined) and the judges'."""
+        return sorted({e.backend for e in self.experts} | {j.model for j in self.config.judges})
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -104,7 +105,8 @@ def _check_resumable(store: RunStore, config: RunConfig) -> None:
     """A run resumes only with the configuration it started with; only `generations` may change (to extend it)."""
     before = json.loads((store.root / "config.json").read_text())
     now = config.model_dump(mode="json")
-    differing = sorted(k for k in now if k not in {"generations", "run_name"} and before.get(k) != now[k])
+    may_change = {"generations", "run_name", "finetune", "evaluate"}  # they do not change what was already done
+    differing = sorted(k for k in now if k not in may_change and before.get(k) != now[k])
     if differing:
         raise ResumeError(
             f"run folder {store.root} already holds a run with other settings ({', '.join(differing)}); "
@@ -129,6 +131,19 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
     return tracker
 
 
+def add_expert(state: RunState, backend: str) -> Expert:
+    """A new expert on `backend` (a tuned model), valued like the best expert so the policy tries it soon."""
+    config = state.config
+    rng = np.random.default_rng([config.seed, 2**31 + len(state.experts)])
+    expert = random_experts(
+        1, [backend], config.sampling_ranges(), state.domain.generator.system_prompts, state.pool, rng, config.shots
+    )[0]
+    expert.expert_id = len(state.experts)
+    expert.value = max(e.value for e in state.experts)
+    state.experts.append(expert)
+    return expert
+
+
 # --- one generation --------------------------------------------------------------------------------------------
 
 
@@ -141,7 +156,7 @@ def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFr
     picked = pick_experts(np.array([e.value for e in state.experts]), g.experts_per_generation, epsilon, rng)
     plans = plan_candidates(
         state.experts, picked, config.batch_size, state.domain, state.pool, state.archive.elites(),
-        config.near_probability, rng,
+        config.near_probability, rng, search=config.search,
     )
     candidates = write_candidates(
         backends, plans, state.domain, config.continue_tokens, seed=int(rng.integers(2**31))
@@ -233,11 +248,14 @@ def elite_diversity(state: RunState, embedder) -> float:
     return mean_pairwise_distance(np.stack([state.embeddings[c] for c in elites["cid"]])) if len(elites) else 0.0
 
 
-def record_step(state: RunState, generation: int, candidates: pd.DataFrame, metrics: dict, tracker: Tracker) -> None:
+def record_step(
+    state: RunState, generation: int, candidates: pd.DataFrame, metrics: dict, tracker: Tracker | None
+) -> None:
     """Commit the generation: Parquet first, MLflow metrics, then state.json (the commit marker)."""
     experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
     state.store.write_generation(generation, candidates, state.archive.elites(), experts)
-    tracker.log_metrics(metrics, step=generation)
+    if tracker is not None:
+        tracker.log_metrics(metrics, step=generation)
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
     state.history.append({"generation": generation, **{k: metrics[k] for k in headline}})
     state.completed = generation + 1

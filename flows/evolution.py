@@ -11,7 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from evoforge.config import RunConfig
-from evoforge.run import RunState, generation_metrics, open_tracking
+from evoforge.run import RunState, add_expert, generation_metrics, open_tracking
+from flows.finetune import evaluate, finetune
 from models.embedder import load_embedder
 from models.transformers_backend import load_backend
 from tasks.evolution import (
@@ -57,9 +58,18 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
         backends = {name: load_backend(name) for name in state.model_names}
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
+        ft = config.finetune
         for number in range(state.completed, config.generations):
             generation(state, number, backends, tracker)
-        # Finetune and evaluation subflows slot in here (issue 3).
+            if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
+                tuned = finetune(state, tracker, tag=f"g{number:04d}")
+                if ft.join_population and "checkpoint" in tuned:
+                    backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"])
+                    add_expert(state, tuned["checkpoint"])
+        if ft.enabled:
+            tuned = finetune(state, tracker, tag="final")
+            if "checkpoint" in tuned:
+                evaluate(state, tracker, tuned)
         summary = finish_run(state, tracker)
     except BaseException:
         tracker.finish("FAILED")

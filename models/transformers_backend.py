@@ -92,7 +92,12 @@ class TransformersBackend:
         started = time.perf_counter()
         kwargs = {"gguf_file": local.gguf_file} if local.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(local.folder, **kwargs)
-        self.model = AutoModelForCausalLM.from_pretrained(local.folder, dtype=dtype, **kwargs).eval()
+        model = AutoModelForCausalLM.from_pretrained(local.folder, dtype=dtype, **kwargs)
+        if local.adapter is not None:  # a tuned LoRA adapter: merged once, so inference costs what the base does
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, local.adapter).merge_and_unload()
+        self.model = model.eval()
         self.load_seconds = time.perf_counter() - started
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from evoforge.config import RunConfig
+from evoforge.domain import DOMAINS_DIR
 from evoforge.tracking import tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -121,3 +122,44 @@ def test_cli_help_and_clear_errors():
     assert bad.returncode == 2 and "--generations" in bad.stderr and "greater than or equal to 1" in bad.stderr
     unknown = run_cli("run", "--domain", "poems")
     assert unknown.returncode == 2 and "unknown domain 'poems'" in unknown.stderr
+
+
+def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backend, tmp_path):
+    from evoforge.config import EvaluateConfig, FinetuneConfig
+    from flows.evolution import evolution_run
+
+    # The 135M judge keeps sentiment between ~0.2 and 0.8, where the published grid has only two bins: a grid of
+    # finer middle bins gives this tiny run several elites to train on.
+    domain = (DOMAINS_DIR / "opinions.yaml").read_text().replace("bins: [0.005, 0.01,", "bins: [0.3, 0.35, 0.4, 0.45, 0.55, 0.6, 0.65, 0.7] #")
+    (tmp_path / "opinions.yaml").write_text(domain.replace("../pools/opinions.txt", str(DOMAINS_DIR.parent / "pools" / "opinions.txt")))
+    config = RunConfig(
+        **{**TINY, "batch_size": 6}, domain=str(tmp_path / "opinions.yaml"), out=str(tmp_path), run_name="ft",
+        finetune=FinetuneConfig(enabled=True, epochs=1, batch_size=2),
+        evaluate=EvaluateConfig(generations=1, batch_size=2),
+    )
+    summary = evolution_run(config)
+    client = MlflowClient(tracking_uri())
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert metric_steps(client, run.info.run_id, "finetune/final/eval_loss") == [0]
+    assert "eval/candidate/qd_score" in run.data.metrics and "eval/champion/qd_score" in run.data.metrics
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/evaluation.md", "evaluation/evaluation_qd.png"} <= artifacts
+    data = {f.path for f in client.list_artifacts(run.info.run_id, "finetune/data")}
+    assert {"finetune/data/finetune_data.parquet", "finetune/data/finetune_data.jsonl"} <= data
+
+    versions = client.search_model_versions("name='evoforge-opinions'")
+    assert versions, "the tuned model is registered"
+    promoted = run.data.metrics["eval/promoted"] == 1.0
+    aliases = client.get_registered_model("evoforge-opinions").aliases
+    assert ("champion" in aliases) == promoted  # the alias moves only when the numbers say so
+    report = (tmp_path / "ft" / "evaluation" / "evaluation.md").read_text()
+    assert "| qd_score |" in report and ("**Promotion:** yes" in report) == promoted
+
+    import mlflow
+
+    newest = max(versions, key=lambda v: int(v.version))
+    model = mlflow.pyfunc.load_model(f"models:/evoforge-opinions/{newest.version}")
+    texts = model.predict(pd.DataFrame({"prompt": ["Write one short opinion about carrots."]}),
+                          params={"max_new_tokens": 12, "seed": 0})
+    assert len(texts) == 1 and len(texts[0].split()) >= 2

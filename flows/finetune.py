@@ -1,0 +1,139 @@
+"""The `finetune` and `evaluate` subflows: close the generate -> evaluate -> finetune loop.
+
+No `from __future__ import annotations` here (Prefect reads the real annotations).
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from evoforge import finetuning
+from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig, flat_params
+from evoforge.domain import load_domain
+from evoforge.archive import QDArchive
+from evoforge.finetune_data import elite_examples, ever_elites
+from evoforge.run import RunState
+from evoforge.tracking import Tracker
+
+
+@task(name="build-finetune-data", cache_policy=NO_CACHE)
+def build_finetune_data(state: RunState, folder: Path, tracker):
+    elites = ever_elites(state.store.read_candidates(state.completed), state.archive)
+    return finetuning.archive_training_data(elites, state.domain, folder, tracker)
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_model(frame, base_model: str, config: RunConfig, out_dir: Path, tracker, register_as: str, tag: str):
+    return finetuning.finetune_model(frame, base_model, config.finetune, out_dir, tracker, register_as, tag=tag)
+
+
+@task(name="evaluate-models", cache_policy=NO_CACHE)
+def evaluate_models(config: RunConfig, candidate: str, champion: str, out: Path, tracker, held_out, version, register_as):
+    return finetuning.evaluate_models(config, candidate, champion, out, tracker, held_out, version, register_as)
+
+
+@flow(name="finetune", flow_run_name="finetune-{tag}", validate_parameters=False)
+def finetune(state: RunState, tracker, tag: str = "final") -> dict:
+    """Train the generator on the archive's elites; log and register the tuned model."""
+    folder = state.store.root / "finetune" / tag
+    frame = build_finetune_data(state, folder, tracker)
+    base = state.config.generator_models[0]
+    outcome = train_model(frame, base, state.config, folder / "checkpoints", tracker, finetuning.registered_name(state.domain), tag)
+    get_run_logger().info(
+        "finetune %s: %s", tag,
+        outcome.get("skipped") or f"held-out loss {outcome['held_out_loss_before']:.3f} -> {outcome['held_out_loss']:.3f}",
+    )
+    return outcome
+
+
+@flow(name="evaluate", validate_parameters=False)
+def evaluate(state: RunState, tracker, tuned: dict) -> dict:
+    """The tuned model against the registry's champion (the base model until one is promoted)."""
+    name = finetuning.registered_name(state.domain)
+    champion = finetuning.current_champion(tracker, name, fallback=state.config.generator_models[0])
+    result = evaluate_models(
+        state.config, tuned["checkpoint"], champion, state.store.root / "evaluation", tracker,
+        tuned["held_out"], tuned["version"], name,
+    )
+    get_run_logger().info("evaluation: promoted=%s (%s)\n%s", result["promoted"], result["reason"], result["table"])
+    return result
+
+
+# --- the same stages on their own (CLI: evoforge finetune / evoforge evaluate) -----------------------------------
+
+
+@flow(name="finetune_model", log_prints=True)
+def finetune_model(
+    data: str | None = None,
+    run_dir: str | None = None,
+    base_model: str = "smollm2",
+    text_column: str = "text",
+    register_as: str | None = None,
+    settings: FinetuneConfig = FinetuneConfig(),
+    out: str = "runs/finetune",
+    experiment: str = "evoforge",
+) -> dict:
+    """Finetune `base_model` on a local data set (`data`) or on the elites of a finished run (`run_dir`)."""
+    if (data is None) == (run_dir is None):
+        raise ValueError("pass exactly one of data (a local data set) or run_dir (a run folder with archive.parquet)")
+    if run_dir is not None:
+        domain = load_domain(json.loads((Path(run_dir) / "config.json").read_text())["domain"])
+        archive = QDArchive(domain.axis_names, [a.bins for a in domain.axes])  # for its binning
+        frame = elite_examples(ever_elites(pd.read_parquet(Path(run_dir) / "candidates.parquet"), archive), domain)
+        register_as = register_as or finetuning.registered_name(domain)
+        name = f"finetune-{Path(run_dir).name}"
+    else:
+        frame = finetuning.load_local_dataset(data)
+        register_as = register_as or "evoforge-custom"
+        name = f"finetune-{Path(data).stem}"
+    tracker = Tracker(experiment, name, tags={"stage": "finetune"})
+    tracker.log_params({"data": str(data or run_dir), "base_model": base_model, "text_column": text_column,
+                        "register_as": register_as, **flat_params(settings, prefix="finetune.")})
+    try:
+        outcome = finetuning.finetune_model(frame, base_model, settings, Path(out) / name, tracker, register_as, text_column)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    outcome.pop("held_out", None)
+    return {**outcome, "mlflow_run_id": tracker.run_id}
+
+
+@flow(name="evaluate_model", log_prints=True)
+def evaluate_model(
+    domain: str = "opinions",
+    model: str = "smollm2",
+    champion: str | None = None,
+    settings: EvaluateConfig = EvaluateConfig(),
+    seed: int = 0,
+    out: str = "runs/evaluate",
+    experiment: str = "evoforge",
+) -> dict:
+    """`model` against `champion` (default: the registry's champion for the domain, else the base model).
+    If `model` is a registered version (`models:/NAME/VERSION`) and wins, the champion alias moves to it."""
+    config = RunConfig(domain=domain, seed=seed, evaluate=settings, experiment=experiment)
+    name = finetuning.registered_name(load_domain(domain))
+    tracker = Tracker(experiment, f"evaluate-{Path(model).name}", tags={"stage": "evaluate"})
+    tracker.log_params({"domain": domain, "model": model, "seed": seed, **flat_params(settings, prefix="evaluate.")})
+    champion = champion or finetuning.current_champion(tracker, name, fallback=config.generator_models[0])
+    registered, version = registered_version(model)
+    folder = Path(out) / tracker.run_id
+    try:
+        result = finetuning.evaluate_models(
+            config, model, champion, folder, tracker, None, version if registered == name else None, name
+        )
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    print(result["table"])
+    return {k: result[k] for k in ("promoted", "alias_moved", "reason", "table")} | {"mlflow_run_id": tracker.run_id}
+
+
+def registered_version(uri: str) -> tuple[str | None, str | None]:
+    """('evoforge-opinions', '3') for 'models:/evoforge-opinions/3'; (None, None) for anything else."""
+    parts = uri.removeprefix("models:/").split("/") if uri.startswith("models:/") else []
+    return (parts[0], parts[1]) if len(parts) == 2 and parts[1].isdigit() else (None, None)
