@@ -7,16 +7,11 @@
 
 import argparse
 import json
-import os
 import sys
 
 from pydantic import ValidationError
 
 from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig
-
-os.environ.setdefault("DO_NOT_TRACK", "true")  # no telemetry from Prefect or MLflow
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
 RUN_FLAGS = {

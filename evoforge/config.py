@@ -129,6 +129,9 @@ class RunConfig(_Config):
         default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
     )
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Generators' and judges' number format; 'auto': bfloat16 where the CPU has BF16 units"
+    )
     shots: int = Field(3, ge=1, le=16, description="Few-shot items per genotype")
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"

@@ -103,7 +103,7 @@ def finetune_model(
     from models.mlflow_model import log_generator
     from models.transformers_backend import load_backend
 
-    base = load_backend(base_model)
+    base = load_backend(base_model, "float32")  # AdamW on bfloat16 weights loses small updates: train in float32
     examples = examples_from_frame(base.tokenizer, frame, text_column, settings.max_length)
     if len(examples) < settings.min_examples:
         return {"skipped": f"{len(examples)} examples, fewer than finetune.min_examples={settings.min_examples}"}
@@ -172,10 +172,10 @@ def evaluate_models(
     base = config.generator_models[0]
     plan = [("candidate", candidate, e.search), ("champion", champion, e.search)]
     plan += [(name, base, BASELINE_SEARCH[name]) for name in e.baselines]
-    backends = {j.model: load_backend(j.model) for j in config.judges}
+    backends = {j.model: load_backend(j.model, config.precision) for j in config.judges}
     arms = []
     for label, model, search in plan:
-        backends.setdefault(model, load_backend(model))
+        backends.setdefault(model, load_backend(model, config.precision))
         arms.append(fill_archive(config, model, search, label, out, backends, load_embedder(), held_out))
     promoted, reason = promote(arms[0]["scores"], arms[1]["scores"], e.margin)
     table = comparison_table(arms)

@@ -5,6 +5,7 @@ first label is normalised over the two labels, read from one forward pass per ba
 generated text. The panel's scores are combined by averaging, and each judge's own scores are kept.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 
 from evoforge.config import JudgeConfig
 from evoforge.domain import Domain, Question
+from evoforge.experts import SamplingSettings
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
 
@@ -82,3 +84,36 @@ def judge_distributions(judge_scores: pd.DataFrame) -> dict[str, float]:
         metrics[f"judge/{name}/p10"] = float(np.percentile(values, 10))
         metrics[f"judge/{name}/p90"] = float(np.percentile(values, 90))
     return metrics
+
+
+# --- generative judging: the score written as text (slower; for backends without log-probabilities) ------------
+
+_SCORE = re.compile(r"(?<![\d.])(0\.\d{3}|1\.000)(?![\d])")
+
+
+def parse_score(text: str) -> float | None:
+    """A score in [0, 1] written with three digits ('0.734'); None for anything else."""
+    match = _SCORE.search(text)
+    return float(match.group(1)) if match else None
+
+
+def generative_scores(backend, judge: JudgeConfig, question: Question, texts: list[str], retries: int = 2,
+                      seed: int = 0) -> np.ndarray:
+    """P(first label) as a number the judge writes, parsed strictly; a bad answer is asked again up to `retries`
+    times, and a judge that never answers validly gives NaN for that text (a failure, not a zero)."""
+    instruction = question.instructions[judge.phrasing % len(question.instructions)]
+    ask = (f'\n\nReply only with the probability that the answer is "{question.labels[0]}", as a number between '
+           "0 and 1 with three digits, like 0.734.")
+    prompts = [backend.chat_prompt(f"{instruction}\n\nText: {t[:MAX_TEXT_CHARS]}{ask}") for t in texts]
+    scores = np.full(len(texts), np.nan)
+    pending = list(range(len(texts)))
+    settings = SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=8)
+    for attempt in range(1 + retries):
+        if not pending:
+            break
+        outs = backend.generate([prompts[i] for i in pending], [settings] * len(pending), seed=seed + attempt, desc="judge (text)")
+        for i, out in zip(pending, outs):
+            score = parse_score(out.text)
+            scores[i] = np.nan if score is None else score
+        pending = [i for i in pending if np.isnan(scores[i])]
+    return scores

@@ -7,7 +7,6 @@ went straight through or resumed just before it.
 """
 
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -124,7 +123,10 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
         tracker.set_tags({"resumed_at_generation": state.completed})
         return tracker
     tracker = Tracker(state.config.experiment, state.run_name, tags={"domain": state.domain.name, **(tags or {})})
-    tracker.log_params({**flat_params(state.config), "run_dir": str(state.store.root.resolve())})
+    from models.transformers_backend import resolve_precision
+
+    tracker.log_params({**flat_params(state.config), "run_dir": str(state.store.root.resolve()),
+                        "precision_resolved": resolve_precision(state.config.precision)})
     state.mlflow_run_id = tracker.run_id
     saved = state.store.read_state()
     state.store.write_state({**saved, "mlflow_run_id": tracker.run_id})
@@ -295,9 +297,3 @@ def finish_run(state: RunState, tracker: Tracker) -> dict:
         **stats,
     }
 
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds) of a call."""
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - started

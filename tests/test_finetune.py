@@ -18,10 +18,12 @@ PAIRS = [
 ]
 
 
-def test_lora_training_lowers_the_loss_and_the_checkpoint_loads_back(backend, tmp_path):
+def test_lora_training_lowers_the_loss_and_the_checkpoint_loads_back(tmp_path):
     import copy
 
-    from models.transformers_backend import TransformersBackend
+    from models.transformers_backend import TransformersBackend, load_backend
+
+    backend = load_backend("smollm2", "float32")  # training runs in float32 (the copy finetune_model uses too)
 
     examples = chat_examples(backend.tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], max_length=96)
     assert all(ex.labels[0] == -100 for ex in examples)  # the prompt carries no loss

@@ -83,7 +83,7 @@ def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_serv
     config = RunConfig(**TINY, out=str(tmp_path), run_name="crash")
     # Judging asks 2 judges x 2 questions = 4 scoring calls per generation: generation 1's first one fails.
     faulty = FaultyJudgeBackend(backend, ok_calls=4)
-    monkeypatch.setattr(flows_module, "load_backend", lambda name: faulty)
+    monkeypatch.setattr(flows_module, "load_backend", lambda name, precision: faulty)
     with pytest.raises(RuntimeError, match="injected judge fault"):
         flows_module.evolution_run(config)
     state = json.loads((tmp_path / "crash" / "state.json").read_text())

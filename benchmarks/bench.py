@@ -1,0 +1,302 @@
+"""evoforge benchmarks: each fast path beside its baseline, measured in the same process run.
+
+    make bench                 # or: .venv/bin/python benchmarks/bench.py [--quick] [--only generation judging ...]
+
+Prints one table (median seconds, throughput, ratio to the baseline of its group) and the machine, and writes
+the rows as JSON to benchmarks/results/<date>-<host>.json. Targets are checked here, never in timed tests.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
+
+from evoforge.config import JudgeConfig  # noqa: E402
+from evoforge.domain import load_domain  # noqa: E402
+from evoforge.experts import SamplingRanges, SamplingSettings  # noqa: E402
+from evoforge.judging import first_label_probability, generative_scores, question_prompts  # noqa: E402
+from evoforge.prompts import few_shot_prompt  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, object]:
+    """Median seconds over `repeats` calls after `warmup` calls, and the last result."""
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def record(group: str, variant: str, seconds: float, amount: float, unit: str, baseline: str | None = None, **extra):
+    row = {"group": group, "variant": variant, "median_s": seconds, "throughput": amount / seconds, "unit": unit,
+           "baseline": baseline, **extra}
+    ROWS.append(row)
+    base = next((r for r in ROWS if r["group"] == group and r["variant"] == baseline), None)
+    row["ratio"] = row["throughput"] / base["throughput"] if base else 1.0
+    notes = "  ".join(f"{k}={v:.3g}" for k, v in extra.items() if isinstance(v, float))
+    print(f"  {group:<28} {variant:<30} {seconds:9.3f} s {row['throughput']:12.1f} {unit:<14} x{row['ratio']:<6.2f} {notes}", flush=True)
+
+
+# --- 1. generation ---------------------------------------------------------------------------------------------
+
+
+def expert_prompts(domain, n_experts: int, per_expert: int, new_tokens: int, seed: int = 0):
+    """N experts x M candidates: each expert its own sampling settings, each candidate its own few-shot prompt."""
+    rng = np.random.default_rng(seed)
+    pool = domain.load_pool()
+    ranges = SamplingRanges(max_new_tokens=(new_tokens, new_tokens))
+    settings, prompts = [], []
+    for _ in range(n_experts):
+        s = ranges.draw(rng)
+        for _ in range(per_expert):
+            items = [pool[i] for i in rng.choice(len(pool), 3, replace=False)]
+            prompts.append(few_shot_prompt(domain.generator.system_prompts[0], domain.generator.template, items, "\n###\n"))
+            settings.append(s)
+    return prompts, settings
+
+
+def bench_generation(backends: dict, domain, quick: bool):
+    new_tokens = 24 if quick else 32
+    sizes = [(4, 4)] if quick else [(4, 4), (8, 8)]
+    for n, m in sizes:
+        group = f"generate {n}x{m}={n * m}"
+        prompts, settings = expert_prompts(domain, n, m, new_tokens)
+        fp32 = backends["float32"]
+        # (a) naive: one generate call per candidate; timed on a subset, its rate is per token
+        subset = 4 if quick else 6
+        secs, outs = timed(lambda: [fp32.generate([p], [s], seed=0)[0] for p, s in zip(prompts[:subset], settings[:subset])], 1, 0)
+        record(group, "naive (1 call/candidate)", secs, sum(o.new_tokens for o in outs), "new tok/s", None, candidates=subset)
+
+        def per_expert(backend):
+            outs = []
+            for e in range(n):
+                rows = slice(e * m, (e + 1) * m)
+                outs += backend.generate(prompts[rows], settings[rows], seed=0)
+            return outs
+
+        secs, outs = timed(lambda: per_expert(fp32), 1, 0)
+        record(group, "per expert (1 call/expert)", secs, sum(o.new_tokens for o in outs), "new tok/s", "naive (1 call/candidate)")
+        for precision, backend in backends.items():
+            secs, outs = timed(lambda: backend.generate(prompts, settings, seed=0), 1 if quick else 2, 1)
+            record(group, f"batched {precision}", secs, sum(o.new_tokens for o in outs), "new tok/s", "naive (1 call/candidate)")
+
+
+# --- 2. judging ------------------------------------------------------------------------------------------------
+
+
+def bench_judging(backends: dict, domain, texts: list[str], quick: bool):
+    judges = [JudgeConfig(name="chat0", phrasing=0), JudgeConfig(name="chat1", phrasing=1)]
+    axis = domain.axes[0]
+    group = f"judge {len(judges)} judges x {len(texts)}"
+    fp32 = backends["float32"]
+
+    def generative():
+        return [generative_scores(fp32, j, axis, texts, retries=0) for j in judges]
+
+    secs, scores = timed(generative, 1, 0)
+    valid = float(np.mean([np.isfinite(s).mean() for s in scores]))
+    record(group, "generative (score as text)", secs, len(judges) * len(texts), "judgements/s", None, valid_share=valid)
+    for precision, backend in backends.items():
+        def logprob():
+            out = []
+            for j in judges:
+                qp = question_prompts(backend, j, axis, texts)
+                out.append(first_label_probability(backend.option_logprobs(qp.prompts, list(qp.options))))
+            return out
+
+        secs, probs = timed(logprob, 1 if quick else 3, 1)
+        record(group, f"log-prob {precision}", secs, len(judges) * len(texts), "judgements/s", "generative (score as text)")
+        if precision == "float32":
+            reference = probs
+        else:  # does lower precision change the judgements?
+            drift = float(np.mean([np.abs(a - b).mean() for a, b in zip(probs, reference)]))
+            ROWS[-1]["mean_abs_diff_vs_float32"] = drift
+            print(f"  {'':<28} {'  mean |P - P(float32)|':<30} {drift:.4f}")
+
+
+# --- 3. embeddings, archive, Parquet at scale --------------------------------------------------------------------
+
+
+def bench_embedding(texts: list[str], quick: bool):
+    from models.embedder import load_embedder
+
+    embedder = load_embedder()
+    n = 256 if quick else 1000
+    sentences = (texts * (n // len(texts) + 1))[:n]
+    group = "embed MiniLM"
+    secs, _ = timed(lambda: [embedder.embed([t]) for t in sentences[:64]], 1, 0)
+    record(group, "one sentence per call", secs, 64, "sentences/s")
+    secs, _ = timed(lambda: embedder.embed(sentences, batch_size=64), 1, 1)
+    record(group, f"batched ({n} sentences)", secs, n, "sentences/s", "one sentence per call")
+
+
+def naive_map_elites(cells: np.ndarray, quality: np.ndarray) -> dict:
+    """The baseline: a dict of cell -> (quality, index), one candidate at a time."""
+    best: dict[int, tuple[float, int]] = {}
+    for i, (c, q) in enumerate(zip(cells.tolist(), quality.tolist())):
+        if c not in best or q > best[c][0]:
+            best[c] = (q, i)
+    return best
+
+
+def bench_archive(quick: bool):
+    from evoforge.archive import QDArchive
+
+    bins = [0.005, 0.02, 0.05, 0.2, 0.5, 0.8, 0.95, 0.98, 0.995]
+    sizes = [1_000, 100_000] if quick else [1_000, 100_000, 1_000_000]
+    for n in sizes:
+        group = f"archive insert {n:,}"
+        rng = np.random.default_rng(0)
+        measures, quality = rng.random((n, 2)), rng.random(n)
+        texts = np.array([f"candidate text number {i} " * 8 for i in range(min(n, 1000))], dtype=object)
+        texts = np.resize(texts, n)
+        archive = QDArchive(["genre", "ending"], [bins, bins])
+        secs, _ = timed(lambda: naive_map_elites(archive.cell_index(measures), quality), 1, 0)
+        record(group, "python dict, 1 at a time", secs, n, "candidates/s")
+
+        def batched():
+            a = QDArchive(["genre", "ending"], [bins, bins])
+            for start in range(0, n, 10_000):  # generations of 10k candidates
+                end = min(n, start + 10_000)
+                a.add(np.arange(start, end), texts[start:end], quality[start:end], measures[start:end], generation=start)
+            return a
+
+        tracemalloc.start()
+        secs, a = timed(batched, 1, 0)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        record(group, "pyribs batches of 10k", secs, n, "candidates/s", "python dict, 1 at a time", peak_mb=peak / 2**20)
+        assert a.stats()["num_elites"] <= 100
+
+
+def bench_parquet(quick: bool):
+    from evoforge.store import RunStore
+
+    n, per_generation = (100_000, 10_000) if quick else (1_000_000, 50_000)
+    group = f"parquet {n:,} candidates"
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        store = RunStore(folder)
+
+        def write_all():
+            for g in range(n // per_generation):
+                part = pd.DataFrame({
+                    "cid": np.arange(g * per_generation, (g + 1) * per_generation), "generation": g,
+                    "text": [f"a candidate text of some length, number {i}" for i in range(per_generation)],
+                    "quality": rng.random(per_generation), "measure_sentiment": rng.random(per_generation),
+                    "inserted": rng.random(per_generation) < 0.01,
+                })
+                store.write_generation(g, part, part.head(20), pd.DataFrame({"generation": [g], "expert_id": [0]}))
+            return store.merge_candidates(n // per_generation)
+
+        tracemalloc.start()
+        secs, path = timed(write_all, 1, 0)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        record(group, "parts + streamed merge", secs, n, "candidates/s", None, peak_mb=peak / 2**20,
+               file_mb=Path(path).stat().st_size / 2**20)
+
+
+# --- 4. end to end -----------------------------------------------------------------------------------------------
+
+
+def bench_end_to_end(quick: bool):
+    """A short real run: wall time by stage, and the share spent outside model compute."""
+    from mlflow.tracking import MlflowClient
+
+    from evoforge.config import RunConfig
+    from evoforge.tracking import tracking_uri
+    from flows.evolution import evolution_run
+
+    generations = 2 if quick else 3
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
+        os.environ.setdefault("PREFECT_HOME", f"{folder}/prefect")
+        config = RunConfig(generations=generations, out=folder, run_name="bench")
+        started = time.perf_counter()
+        summary = evolution_run(config)
+        wall = time.perf_counter() - started
+        client = MlflowClient(tracking_uri())
+        stage = {k: sum(m.value for m in client.get_metric_history(summary["mlflow_run_id"], f"seconds_{k}"))
+                 for k in ("generate", "judge", "archive")}
+        info = client.get_run(summary["mlflow_run_id"]).info
+        in_run = (info.end_time - info.start_time) / 1000  # tracked part: generations + finish (models already loaded)
+    model = stage["generate"] + stage["judge"]
+    group = f"end to end {generations} gens x 16"
+    record(group, "whole flow, with start-up", wall, generations * 16, "candidates/s", None,
+           share_outside_model=(wall - model) / wall)
+    record(group, "generations (steady state)", in_run, generations * 16, "candidates/s", None,
+           share_outside_model=(in_run - model) / in_run, share_generate=stage["generate"] / in_run,
+           share_judge=stage["judge"] / in_run, share_archive=stage["archive"] / in_run)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (a smoke run)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        choices=["generation", "judging", "embedding", "archive", "parquet", "e2e"])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    chosen = set(args.only or ["generation", "judging", "embedding", "archive", "parquet", "e2e"])
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), None)
+    machine = {"host": socket.gethostname(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "torch": torch.__version__, "cpu": model or platform.machine(),
+               "bf16_units": [f for f in ("amx_bf16", "avx512_bf16") if f in cpuinfo]}
+    print(f"machine: {machine}")
+    print(f"  {'group':<28} {'variant':<30} {'median':>11} {'throughput':>12} {'unit':<14} ratio")
+    started = time.perf_counter()
+    domain = load_domain("opinions")
+    texts = domain.load_pool()
+    if chosen & {"generation", "judging"}:
+        from models.transformers_backend import load_backend
+
+        backends = {"float32": load_backend("smollm2", "float32"), "bfloat16": load_backend("smollm2", "bfloat16")}
+        for backend in backends.values():  # the first calls pay one-off costs (allocation, kernel selection)
+            backend.generate(["Hello, my name is"], [SamplingSettings(max_new_tokens=4)], seed=0)
+            backend.option_logprobs(["Is this a test?"], ["yes", "no"])
+        if "generation" in chosen:
+            bench_generation(backends, domain, args.quick)
+        if "judging" in chosen:
+            bench_judging(backends, domain, texts, args.quick)
+    if "embedding" in chosen:
+        bench_embedding(texts, args.quick)
+    if "archive" in chosen:
+        bench_archive(args.quick)
+    if "parquet" in chosen:
+        bench_parquet(args.quick)
+    if "e2e" in chosen:
+        bench_end_to_end(args.quick)
+    total = time.perf_counter() - started
+    print(f"total {total:.0f} s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps({"machine": machine, "seconds": total, "rows": ROWS}, indent=2, default=float))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
