@@ -74,7 +74,9 @@ class FinetuneConfig(_Config):
     enabled: bool = Field(False, description="Finetune and evaluate after the last generation")
     every: int = Field(0, ge=0, description="Also finetune every K generations (0: only after the last)")
     join_population: bool = Field(False, description="A tuned model joins the experts as a new backend")
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters (peft) or every weight")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapters (peft), or every weight (needs a Hugging Face folder, not a GGUF base)"
+    )
     epochs: int = Field(3, ge=1, le=100, description="Epochs over the training split")
     batch_size: int = Field(4, ge=1, le=256, description="Examples per forward pass")
     grad_accum: int = Field(2, ge=1, le=256, description="Batches per optimizer step")

@@ -103,6 +103,13 @@ def finetune_model(
     from models.mlflow_model import log_generator
     from models.transformers_backend import load_backend
 
+    from models.resolve import resolve_model
+
+    if settings.method == "full" and resolve_model(base_model).gguf_file:
+        raise ValueError(
+            f"finetune.method='full' cannot train '{base_model}': transformers keeps GGUF weights packed and cannot "
+            "save them. Use method='lora' (the default), or a local Hugging Face model folder as the base model."
+        )
     base = load_backend(base_model, "float32")  # AdamW on bfloat16 weights loses small updates: train in float32
     examples = examples_from_frame(base.tokenizer, frame, text_column, settings.max_length)
     if len(examples) < settings.min_examples:

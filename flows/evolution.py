@@ -2,7 +2,7 @@
 
 dataset prep -> (generation: generate -> judge -> update archive) x N -> [finetune -> evaluate]
 
-No `from __future__ import annotations` here: Prefect builds the UI's parameter form from real annotations.
+Annotations here stay real (no postponed-annotations import): Prefect builds the UI's parameter form from them.
 """
 
 import time

@@ -1,6 +1,6 @@
 """The `finetune` and `evaluate` subflows: close the generate -> evaluate -> finetune loop.
 
-No `from __future__ import annotations` here (Prefect reads the real annotations).
+Annotations here stay real (no postponed-annotations import): Prefect reads them for parameter forms.
 """
 
 import json

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -76,3 +77,14 @@ def test_local_data_sets_load_with_datasets(tmp_path, suffix):
         path.write_text("\n".join(texts) + "\n")
     frame = load_local_dataset(str(tmp_path))  # a folder of one kind of file
     assert frame["text"].tolist() == texts
+
+
+def test_full_finetuning_of_a_packed_gguf_model_is_refused_with_the_way_out():
+    import pandas as pd
+
+    from evoforge.config import FinetuneConfig
+    from evoforge.finetuning import finetune_model
+
+    frame = pd.DataFrame({"text": ["a", "b"]})
+    with pytest.raises(ValueError, match="method='full' cannot train 'smollm2'.*method='lora'"):
+        finetune_model(frame, "smollm2", FinetuneConfig(method="full"), Path("/nonexistent"), None, None)
