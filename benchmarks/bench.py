@@ -118,21 +118,23 @@ def bench_judging(backends: dict, domain, texts: list[str], quick: bool):
     valid = float(np.mean([np.isfinite(s).mean() for s in scores]))
     record(group, "generative (score as text)", secs, len(judges) * len(texts), "judgements/s", None, valid_share=valid)
     for precision, backend in backends.items():
-        def logprob():
-            out = []
-            for j in judges:
-                qp = question_prompts(backend, j, axis, texts)
-                out.append(first_label_probability(backend.option_logprobs(qp.prompts, list(qp.options))))
-            return out
+        for reuse in (False, True):
+            def logprob():
+                out = []
+                for j in judges:
+                    qp = question_prompts(backend, j, axis, texts)
+                    out.append(first_label_probability(backend.option_logprobs(qp.prompts, list(qp.options), reuse_prefix=reuse)))
+                return out
 
-        secs, probs = timed(logprob, 1 if quick else 3, 1)
-        record(group, f"log-prob {precision}", secs, len(judges) * len(texts), "judgements/s", "generative (score as text)")
-        if precision == "float32":
-            reference = probs
-        else:  # does lower precision change the judgements?
-            drift = float(np.mean([np.abs(a - b).mean() for a, b in zip(probs, reference)]))
-            ROWS[-1]["mean_abs_diff_vs_float32"] = drift
-            print(f"  {'':<28} {'  mean |P - P(float32)|':<30} {drift:.4f}")
+            secs, probs = timed(logprob, 1 if quick else 3, 1)
+            variant = f"log-prob {precision}{', prefix reused' if reuse else ''}"
+            record(group, variant, secs, len(judges) * len(texts), "judgements/s", "generative (score as text)")
+            if precision == "float32" and not reuse:
+                reference = probs
+            else:  # do lower precision or prefix reuse change the judgements?
+                drift = float(np.mean([np.abs(a - b).mean() for a, b in zip(probs, reference)]))
+                ROWS[-1]["mean_abs_diff_vs_float32"] = drift
+                print(f"  {'':<28} {'  mean |P - P(float32)|':<30} {drift:.4f}")
 
 
 # --- 3. embeddings, archive, Parquet at scale --------------------------------------------------------------------
@@ -297,7 +299,8 @@ def main() -> int:
     print(f"total {total:.0f} s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}{'-quick' if args.quick else ''}.json"
+    suffix = ("-quick" if args.quick else "") + ("-" + "-".join(sorted(chosen)) if args.only else "")
+    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}{suffix}.json"
     path.write_text(json.dumps({"machine": machine, "seconds": total, "rows": ROWS}, indent=2, default=float))
     print(f"wrote {path}")
     return 0

@@ -6,6 +6,7 @@ takes one temperature / top_p for a whole batch; the per-row settings are applie
 each row's own max-new-tokens by `PerRowTokenBudget`.
 """
 
+import copy
 import functools
 import time
 from dataclasses import dataclass
@@ -165,13 +166,16 @@ class TransformersBackend:
     # --- scoring ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def option_logprobs(
-        self, prompts: list[str], options: list[str], batch_size: int = 16, desc: str = "score"
+        self, prompts: list[str], options: list[str], batch_size: int = 16, desc: str = "score",
+        reuse_prefix: bool = True,
     ) -> np.ndarray:
         """log P(option | prompt) for every prompt and option, by forward passes only (no generation).
 
         When every option is a single token, one row per prompt suffices: the options are read off the next-token
         distribution. Otherwise each (prompt, option) pair is a row and the option's token log-probs are summed.
-        Returns an array of shape (len(prompts), len(options)).
+        The tokens every row starts with (a judge's instruction) are computed once and their KV cache is shared by
+        all rows (`reuse_prefix`; same numbers in float32, ~2x faster for judge prompts). Returns an array of
+        shape (len(prompts), len(options)).
         """
         tok = self.tokenizer
         option_ids = [tok(o, add_special_tokens=False)["input_ids"] for o in options]
@@ -181,29 +185,61 @@ class TransformersBackend:
             rows = [(p, i, None) for i, p in enumerate(prompt_ids)]
         else:
             rows = [(p + o, i, k) for i, p in enumerate(prompt_ids) for k, o in enumerate(option_ids)]
+        # Every row must keep, after the shared prefix, the positions whose logits are read.
+        last_needed = min(len(ids) - (1 if single else len(option_ids[k]) + 1) for ids, _, k in rows)
+        shared = min(_common_prefix_length([ids for ids, _, _ in rows]), last_needed) if reuse_prefix else 0
+        prefix_cache = None
+        if shared >= MIN_SHARED_PREFIX:
+            prefix = torch.tensor([rows[0][0][:shared]], device=self.device)
+            prefix_cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+        else:
+            shared = 0
         result = np.zeros((len(prompts), len(options)))
         order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))  # similar lengths share a batch: less padding
         with tqdm(total=len(rows), desc=desc, unit="row", leave=False) as bar:
             for start in range(0, len(order), batch_size):
                 chunk = [rows[r] for r in order[start : start + batch_size]]
-                width = max(len(ids) for ids, _, _ in chunk)
-                input_ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for r, (ids, _, _) in enumerate(chunk):  # right padding: positions of real tokens stay 0..n-1
-                    input_ids[r, : len(ids)] = torch.tensor(ids)
-                    mask[r, : len(ids)] = 1
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                logprobs = logits.float().log_softmax(dim=-1)
+                logprobs = self._suffix_logprobs([ids[shared:] for ids, _, _ in chunk], shared, prefix_cache)
                 for r, (ids, i, k) in enumerate(chunk):
                     if single:
-                        result[i] = logprobs[r, len(ids) - 1, [o[0] for o in option_ids]].cpu().numpy()
+                        result[i] = logprobs[r, len(ids) - 1 - shared, [o[0] for o in option_ids]].cpu().numpy()
                     else:
                         n = len(option_ids[k])
-                        positions = torch.arange(len(ids) - n - 1, len(ids) - 1)
+                        positions = torch.arange(len(ids) - n - 1, len(ids) - 1) - shared
                         targets = torch.tensor(ids[-n:])
                         result[i, k] = logprobs[r, positions, targets].sum().item()
                 bar.update(len(chunk))
         return result
+
+    def _suffix_logprobs(self, suffixes: list[list[int]], shared: int, prefix_cache) -> torch.Tensor:
+        """Log-softmax over the vocabulary at every suffix position, the rows right-padded (their real tokens keep
+        positions shared..shared+n-1), continuing from the shared prefix's cache when there is one."""
+        width = max(len(ids) for ids in suffixes)
+        input_ids = torch.full((len(suffixes), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(suffixes), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for r, ids in enumerate(suffixes):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            mask[r, shared : shared + len(ids)] = 1
+        kwargs = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)  # the forward pass appends to it
+            cache.batch_repeat_interleave(len(suffixes))
+            positions = torch.arange(shared, shared + width, device=self.device)[None].expand(len(suffixes), -1)
+            kwargs = {"past_key_values": cache, "position_ids": positions}
+        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs).logits
+        return logits.float().log_softmax(dim=-1)
+
+
+MIN_SHARED_PREFIX = 8  # below this, computing a prefix apart saves less than it costs
+
+
+def _common_prefix_length(rows: list[list[int]]) -> int:
+    first, n = rows[0], min(len(r) for r in rows)
+    for j in range(n):
+        if any(r[j] != first[j] for r in rows):
+            return j
+    return n
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -80,3 +80,17 @@ def test_embedder_puts_paraphrases_closer_than_unrelated_text(embedder):
     assert e.shape == (3, 384)
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]
+
+
+def test_shared_prefix_reuse_gives_the_same_scores(backend, opinions):
+    from models.transformers_backend import load_backend
+
+    exact = load_backend("smollm2", "float32")  # float32: the two paths agree to rounding
+    texts = opinions.load_pool()[:5]
+    for question in (opinions.quality, opinions.axes[0]):
+        qp = question_prompts(exact, JudgeConfig(name="c"), question, texts)
+        reused = exact.option_logprobs(qp.prompts, list(qp.options), batch_size=2)
+        plain = exact.option_logprobs(qp.prompts, list(qp.options), batch_size=2, reuse_prefix=False)
+        assert np.allclose(reused, plain, atol=1e-3)
+    multi = exact.option_logprobs(qp.prompts, ["positive", "quite negative"])  # multi-token rows share it too
+    assert np.allclose(multi, exact.option_logprobs(qp.prompts, ["positive", "quite negative"], reuse_prefix=False), atol=1e-3)
