@@ -12,10 +12,6 @@ import pandas as pd
 from evoforge.config import RunConfig
 from evoforge.run import archive_step, generate_step, generation_metrics, judge_step, prepare_run, record_step
 
-# Search used by each baseline: the QDAIF paper's "random search" is the base model with the zero-shot prompt.
-BASELINE_SEARCH = {"zero_shot": "zero_shot", "fixed_few_shot": "fixed_few_shot"}
-
-
 def fill_archive(
     config: RunConfig, generator: str, search: str, label: str, out: Path, backends: dict, embedder=None,
     held_out=None,

@@ -12,7 +12,7 @@ import pandas as pd
 from evoforge import plots
 from evoforge.config import FinetuneConfig, RunConfig
 from evoforge.domain import Domain
-from evoforge.evaluate import BASELINE_SEARCH, comparison_table, fill_archive, promote, qd_histories
+from evoforge.evaluate import comparison_table, fill_archive, promote, qd_histories
 from evoforge.finetune_data import elite_examples, write_examples
 from evoforge.tracking import Tracker
 
@@ -101,9 +101,8 @@ def finetune_model(
     """Train on `frame`; log losses, checkpoints and the model; register it. Returns what happened."""
     from models.finetune import mean_loss, split_held_out, train
     from models.mlflow_model import log_generator
-    from models.transformers_backend import load_backend
-
     from models.resolve import resolve_model
+    from models.transformers_backend import load_backend
 
     if settings.method == "full" and resolve_model(base_model).gguf_file:
         raise ValueError(
@@ -178,7 +177,7 @@ def evaluate_models(
     e = config.evaluate
     base = config.generator_models[0]
     plan = [("candidate", candidate, e.search), ("champion", champion, e.search)]
-    plan += [(name, base, BASELINE_SEARCH[name]) for name in e.baselines]
+    plan += [(name, base, name) for name in e.baselines]  # each baseline is the base model under that search
     backends = {j.model: load_backend(j.model, config.precision) for j in config.judges}
     arms = []
     for label, model, search in plan:

@@ -7,6 +7,7 @@ through an `MlflowClient` with an explicit run id.
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -68,3 +69,12 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+    @contextmanager
+    def failing_on_error(self):
+        """Marks the MLflow run FAILED when the block raises (Ctrl-C included), then lets the error through."""
+        try:
+            yield self
+        except BaseException:
+            self.finish("FAILED")
+            raise

@@ -54,7 +54,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     state = prep_dataset(config)
     tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or ""}
     tracker = open_tracking(state, tags=tags)
-    try:
+    with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
@@ -71,8 +71,5 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             if "checkpoint" in tuned:
                 evaluate(state, tracker, tuned)
         summary = finish_run(state, tracker)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
     logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])
     return summary

@@ -11,9 +11,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from evoforge import finetuning
+from evoforge.archive import QDArchive
 from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig, flat_params
 from evoforge.domain import load_domain
-from evoforge.archive import QDArchive
 from evoforge.finetune_data import elite_examples, ever_elites
 from evoforge.run import RunState
 from evoforge.tracking import Tracker
@@ -92,11 +92,8 @@ def finetune_model(
     tracker = Tracker(experiment, name, tags={"stage": "finetune"})
     tracker.log_params({"data": str(data or run_dir), "base_model": base_model, "text_column": text_column,
                         "register_as": register_as, **flat_params(settings, prefix="finetune.")})
-    try:
+    with tracker.failing_on_error():
         outcome = finetuning.finetune_model(frame, base_model, settings, Path(out) / name, tracker, register_as, text_column)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
     tracker.finish("FINISHED")
     outcome.pop("held_out", None)
     return {**outcome, "mlflow_run_id": tracker.run_id}
@@ -121,13 +118,10 @@ def evaluate_model(
     champion = champion or finetuning.current_champion(tracker, name, fallback=config.generator_models[0])
     registered, version = registered_version(model)
     folder = Path(out) / tracker.run_id
-    try:
+    with tracker.failing_on_error():
         result = finetuning.evaluate_models(
             config, model, champion, folder, tracker, None, version if registered == name else None, name
         )
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
     tracker.finish("FINISHED")
     print(result["table"])
     return {k: result[k] for k in ("promoted", "alias_moved", "reason", "table")} | {"mlflow_run_id": tracker.run_id}
