@@ -100,6 +100,67 @@ def bench_generation(backends: dict, domain, quick: bool):
         for precision, backend in backends.items():
             secs, outs = timed(lambda: backend.generate(prompts, settings, seed=0), 1 if quick else 2, 1)
             record(group, f"batched {precision}", secs, sum(o.new_tokens for o in outs), "new tok/s", "naive (1 call/candidate)")
+        bench_llama_cpp(group, prompts[:subset], settings[:subset])
+
+
+def bench_llama_cpp(group: str, prompts: list[str], settings: list):
+    """The same GGUF file in llama.cpp (llama-cpp-python, optional: it builds from source here, see README), one
+    sequence at a time with each row's own sampling settings, on the naive path's prompts."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print(f"  {group:<28} llama.cpp: not installed (optional), skipped")
+        return
+    from models.resolve import resolve_model
+
+    llm = _llama_cpp_model(Llama, resolve_model("smollm2"))
+
+    def run():
+        outs = []
+        for prompt, s in zip(prompts, settings):
+            out = llm.create_completion(prompt, max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                                        frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty, seed=0)
+            outs.append(out["usage"]["completion_tokens"])
+        return outs
+
+    secs, tokens = timed(run, 1, 1)
+    record(group, "llama.cpp (1 call/candidate)", secs, sum(tokens), "new tok/s", "naive (1 call/candidate)")
+
+
+_LLAMA = {}
+
+
+def _llama_cpp_model(Llama, resolved):
+    if "model" not in _LLAMA:
+        _LLAMA["model"] = Llama(model_path=resolved.label, n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
+    return _LLAMA["model"]
+
+
+def bench_decode_bound(backend, domain, quick: bool):
+    """What bounds decoding: the model's own forward pass for one new token at batch B, with a prefilled KV
+    cache and nothing else (no sampling, no stopping criteria). B / step time is the most any generate() loop
+    can reach with this model in this process."""
+    for batch in ([16] if quick else [16, 64]):
+        prompts, _ = expert_prompts(domain, 1, batch, 8)
+        tok = backend.tokenizer
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = backend.model(**enc, use_cache=True)
+            cache, next_ids = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+            mask = enc["attention_mask"]
+            steps = 8 if quick else 16
+
+            def step_loop():
+                nonlocal cache, next_ids, mask
+                for _ in range(steps):
+                    mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype)], dim=1)
+                    o = backend.model(input_ids=next_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+                    cache, next_ids = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)
+
+            secs, _ = timed(step_loop, 1, 0)
+        record(f"decode bound, batch {batch}", "forward pass only", secs, steps * batch, "new tok/s", None,
+               ms_per_step=1000 * secs / steps)
 
 
 # --- 2. judging ------------------------------------------------------------------------------------------------
@@ -285,6 +346,7 @@ def main() -> int:
             backend.option_logprobs(["Is this a test?"], ["yes", "no"])
         if "generation" in chosen:
             bench_generation(backends, domain, args.quick)
+            bench_decode_bound(backends["bfloat16"], domain, args.quick)
         if "judging" in chosen:
             bench_judging(backends, domain, texts, args.quick)
     if "embedding" in chosen:

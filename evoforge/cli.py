@@ -3,6 +3,9 @@
     evoforge run --domain opinions --generations 8 [--finetune]
     evoforge finetune --data PATH | --run RUN_DIR
     evoforge evaluate --domain opinions --model URI
+    evoforge ask "INSTRUCTION" --context TEXT [--reward R | --reward-file F]
+    evoforge judges --domain opinions [--calibration platt]
+    evoforge ui [--cron "0 2 * * *" --timezone Europe/Berlin]
 """
 
 import argparse
@@ -11,7 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
-from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig
+from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig, TournamentConfig
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
 RUN_FLAGS = {
@@ -67,7 +70,82 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baselines", nargs="*", choices=["zero_shot", "fixed_few_shot"], default=[])
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default="runs/evaluate")
+
+    ask = commands.add_parser("ask", help="answer one task with the best of many experts (a tournament)")
+    ask.add_argument("instruction", help="the task, e.g. 'Evaluate the investment viability of ...'")
+    tfields = TournamentConfig.model_fields
+    for flag, field, kind in ASK_FLAGS:
+        ask.add_argument(f"--{flag}", dest=field, type=kind, default=None,
+                         help=f"{tfields[field].description} (default: {tfields[field].default})".replace("%", "%%"))
+    ask.add_argument("--config", help="JSON file with TournamentConfig fields; flags given here override it")
+
+    jd = commands.add_parser("judges", help="measure the judges on a domain's reference labels")
+    jd.add_argument("--domain", default="opinions")
+    jd.add_argument("--calibration", choices=["none", "contextual", "platt", "isotonic"], default="none")
+    jd.add_argument("--kind", choices=["logprob", "generative", "label"], default="logprob")
+    jd.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
+
+    ui = commands.add_parser("ui", help="start the Prefect and MLflow servers and the deployment runner")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--prefect-port", type=int, default=4200)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    ui.add_argument("--state", default=".state", help="folder for the Prefect database and the logs (default: .state)")
+    ui.add_argument("--cron", default="0 2 * * *", help="schedule of the nightly evolution run ('' for none)")
+    ui.add_argument("--timezone", default="UTC", help="time zone of the schedule, e.g. Europe/Berlin (default: UTC)")
+    ui.add_argument("--parameters", default="{}", help="JSON default parameters of the nightly run, e.g. "
+                    "'{\"config\": {\"generations\": 20}}'")
     return parser
+
+
+# `evoforge ask` flag, TournamentConfig field, type.
+ASK_FLAGS = [
+    ("context", "context", str), ("experts", "experts", int), ("answering", "answering", int),
+    ("population", "population", str), ("population-file", "population_file", str),
+    ("min-iterations", "min_iterations", int), ("max-iterations", "max_iterations", int),
+    ("reward-threshold", "reward_threshold", float), ("reward", "external_reward", float),
+    ("reward-file", "external_reward_file", str), ("wait-for-reward", "wait_for_reward_s", int),
+    ("max-new-tokens", "max_new_tokens", int), ("seed", "seed", int), ("out", "out", str),
+    ("run-name", "run_name", str),
+]
+
+
+def tournament_config(args: argparse.Namespace) -> TournamentConfig:
+    values = {}
+    if args.config:
+        with open(args.config, encoding="utf-8") as fh:
+            values = json.load(fh)
+    values["instruction"] = args.instruction
+    values.update({field: getattr(args, field) for _, field, _ in ASK_FLAGS if getattr(args, field) is not None})
+    return TournamentConfig.model_validate(values)
+
+
+def print_answer(summary: dict) -> None:
+    print(f"Task: {summary['task']}\n")
+    print(f"Answer (expert {summary['expert_id']}, rated '{summary['reward_label']}', reward {summary['reward']:.2f}):")
+    print(f"{summary['answer']}\n")
+    print("Scores: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["scores"].items()))
+    print("Expert values: " + ", ".join(f"{k}: {v:+.3f}" for k, v in summary["values"].items()))
+    print(f"Iterations: {summary['iterations']}, total reward {summary['total_reward']:.2f}")
+    print(f"Saved: {summary['run_dir']} (answers, experts), population {summary['population_file']}")
+
+
+def judges_report(args: argparse.Namespace) -> str:
+    """Each judge, raw and calibrated, and each combination method, on the domain's reference labels."""
+    from evoforge.config import default_judges
+    from evoforge.domain import load_domain
+    from evoforge.judging import fit_panel, questions
+    from models.transformers_backend import load_backend
+
+    domain = load_domain(args.domain)
+    references = domain.load_references()
+    if references is None:
+        raise ValueError(f"domain '{domain.name}' has no reference labels: add `references:` to its YAML file")
+    judges = [j.model_copy(update={"calibration": args.calibration, "kind": args.kind}) for j in default_judges()]
+    backends = {j.model: load_backend(j.model, args.precision) for j in judges}
+    panel = fit_panel(backends, judges, questions(domain), "mean", references)
+    columns = ["question", "name", "calibration", "accuracy_raw", "auc_raw", "accuracy", "auc", "failed",
+               "panel_agreement", "length_bias"]
+    return panel.report[columns].round(3).to_string(index=False)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -120,9 +198,17 @@ def main(argv: list[str] | None = None) -> int:
             request = finetune_request(args)
             if request["data"] is not None:
                 dataset_files(request["data"])
-        else:
+        elif args.command == "evaluate":
             request = evaluate_request(args)
             load_domain(request["domain"])
+        elif args.command == "ask":
+            request = tournament_config(args)
+        elif args.command == "ui":
+            request = json.loads(args.parameters)
+            if "config" in request:
+                RunConfig.model_validate(request["config"])
+        else:
+            load_domain(args.domain)
     except ValidationError as err:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors())
         print(f"evoforge: invalid settings: {problems}", file=sys.stderr)
@@ -141,11 +227,30 @@ def main(argv: list[str] | None = None) -> int:
             from flows.finetune import finetune_model
 
             summary = finetune_model(**request)
-        else:
+        elif args.command == "evaluate":
             from flows.finetune import evaluate_model
 
             summary = evaluate_model(**request)
-    except (ModelNotFoundError, DatasetNotFoundError, ResumeError, DomainError) as err:
+        elif args.command == "ui":
+            from pathlib import Path
+
+            from evoforge.servers import Stack, StartupError, run_ui
+
+            stack = Stack(args.host, args.prefect_port, args.mlflow_port, Path(args.state))
+            try:
+                return run_ui(stack, args.cron, args.timezone, request)
+            except StartupError as err:
+                print(f"evoforge: {err}", file=sys.stderr)
+                return 2
+        elif args.command == "ask":
+            from flows.tournament import moe_tournament
+
+            print_answer(moe_tournament(request))
+            return 0
+        else:
+            print(judges_report(args))
+            return 0
+    except (ModelNotFoundError, DatasetNotFoundError, ResumeError, DomainError, ValueError, OSError) as err:
         print(f"evoforge: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))

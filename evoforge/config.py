@@ -32,16 +32,27 @@ class SamplingConfig(_Config):
             raise ValueError(f"sampling.temperature: expected values > 0, got {self.temperature}")
         return self
 
+    def ranges(self, max_new_tokens: int) -> SamplingRanges:
+        """The ranges experts draw from; each draws its own max-new-tokens from 75%..100% of `max_new_tokens`."""
+        low = max(1, math.ceil(0.75 * max_new_tokens))
+        return SamplingRanges(self.temperature, self.top_p, self.frequency_penalty, self.presence_penalty,
+                              (low, max_new_tokens))
 
-class GatingConfig(_Config):
+
+class ValueLearning(_Config):
+    """The expert value update `v += lr * (r + discount * max(v) - v)`, and exploration that decays."""
+
+    learning_rate: float = Field(0.1, gt=0, le=1, description="Value update step size")
+    discount: float = Field(0.95, ge=0, le=1, description="Discount on max(values) in the value update")
+    epsilon_start: float = Field(0.5, ge=0, le=1, description="Exploration rate at the start")
+    epsilon_decay: float = Field(0.8, gt=0, le=1, description="Exploration rate factor per generation (iteration)")
+    epsilon_min: float = Field(0.05, ge=0, le=1, description="Exploration rate floor")
+
+
+class GatingConfig(ValueLearning):
     """Epsilon-greedy expert selection with decaying exploration, and the expert value update."""
 
     experts_per_generation: int = Field(2, ge=1, le=256, description="Experts picked to write each generation")
-    learning_rate: float = Field(0.1, gt=0, le=1, description="Value update step size")
-    discount: float = Field(0.95, ge=0, le=1, description="Discount on max(values) in the value update")
-    epsilon_start: float = Field(0.5, ge=0, le=1, description="Exploration rate in generation 0")
-    epsilon_decay: float = Field(0.8, gt=0, le=1, description="Exploration rate factor per generation")
-    epsilon_min: float = Field(0.05, ge=0, le=1, description="Exploration rate floor")
 
 
 class RewardConfig(_Config):
@@ -59,6 +70,23 @@ class JudgeConfig(_Config):
         "chat", description="'chat': the model's chat template; 'instruct': '### Instruction/Input/Response'"
     )
     phrasing: int = Field(0, ge=0, description="Index into each question's list of instructions (wraps around)")
+    kind: Literal["logprob", "generative", "label"] = Field(
+        "logprob",
+        description="'logprob': P(first label) from answer-token log-probabilities; 'generative': a 3-digit score "
+        "the judge writes (parsed strictly, retried, NaN if never valid); 'label': the more likely label as 1 or 0",
+    )
+    calibration: Literal["none", "contextual", "platt", "isotonic"] = Field(
+        "none",
+        description="Map raw scores before combining: 'contextual' divides out a content-free input's score; "
+        "'platt' / 'isotonic' are fitted on the domain's reference labels",
+    )
+
+
+def unique_judge_names(judges: list[JudgeConfig]) -> None:
+    """Judge names become column and metric names: two judges may not share one."""
+    names = [j.name for j in judges]
+    if len(set(names)) != len(names):
+        raise ValueError(f"judges: expected unique judge names, got {names}")
 
 
 def default_judges() -> list[JudgeConfig]:
@@ -131,6 +159,15 @@ class RunConfig(_Config):
         default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
     )
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
+    combine: Literal["mean", "weighted", "vote", "bma", "stacking"] = Field(
+        "mean",
+        description="How judges combine: mean; weighted (by accuracy on reference labels, else panel agreement); "
+        "majority vote; Bayesian model averaging or stacking (both fitted on the domain's reference labels)",
+    )
+    judge_references: bool = Field(
+        True, description="Score the domain's reference labels first: per-judge accuracy and AUC are logged, and "
+        "calibration (platt, isotonic) and combine (weighted, bma, stacking) are fitted on them",
+    )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Generators' and judges' number format; 'auto': bfloat16 where the CPU has BF16 units"
     )
@@ -152,15 +189,11 @@ class RunConfig(_Config):
 
     @model_validator(mode="after")
     def _unique_judges(self):
-        names = [j.name for j in self.judges]
-        if len(set(names)) != len(names):
-            raise ValueError(f"judges: expected unique judge names, got {names}")
+        unique_judge_names(self.judges)
         return self
 
     def sampling_ranges(self) -> SamplingRanges:
-        low = max(1, math.ceil(0.75 * self.max_new_tokens))
-        s = self.sampling
-        return SamplingRanges(s.temperature, s.top_p, s.frequency_penalty, s.presence_penalty, (low, self.max_new_tokens))
+        return self.sampling.ranges(self.max_new_tokens)
 
     def reward_scheme(self) -> RewardScheme:
         return RewardScheme(**self.rewards.model_dump())
@@ -180,3 +213,72 @@ def _flatten(key: str, value) -> dict[str, str]:
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return {k: v for i, val in enumerate(value) for k, v in _flatten(f"{key}.{i}", val).items()}
     return {key: str(value)}
+
+
+class TournamentConfig(_Config):
+    """A mixture-of-experts tournament: experts answer one task, judges pick the best answer, a reward judge
+    rates it, and the expert values learn who earns reward. Every field shows in the Prefect UI's run form."""
+
+    instruction: str = Field(min_length=1, description="The task to answer")
+    context: str = Field("", description="Context for the task (background, data, audience)")
+    experts: int = Field(4, ge=1, le=64, description="Experts in a new population (a saved one keeps its size)")
+    answering: int | None = Field(
+        None, ge=1, le=64, description="Experts that answer each iteration, picked by value with exploration; "
+        "empty: all of them",
+    )
+    generator_models: list[str] = Field(
+        default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
+    )
+    population: str | None = Field(
+        None, description="Parquet file of experts to start from (e.g. an evolution run's experts.parquet); "
+        "empty: the saved population (population_file), else random experts",
+    )
+    population_file: str = Field(
+        ".state/tournament/experts.parquet",
+        description="Where the experts and their values are saved after each ask (the next ask starts from them)",
+    )
+    max_new_tokens: int = Field(96, ge=8, le=2048, description="Largest answer length an expert may draw")
+    continue_tokens: int = Field(32, ge=0, le=512, description="Budget of the one continuation of a cut-off answer")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1,
+                                      description="Judges of relevance and coherence")
+    combine: Literal["mean", "weighted", "vote"] = Field(
+        "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
+    )
+    reward_model: str = Field("smollm2", description="Model of the reward judge that labels the selected answer")
+    reward_calibration: Literal["contextual", "none"] = Field(
+        "contextual", description="Divide the reward judge's label probabilities by those it gives content-free "
+        "answers ('N/A'): a small judge otherwise rates almost anything 'highly effective'",
+    )
+    min_iterations: int = Field(2, ge=1, le=1000, description="Iterations before the reward threshold may stop it")
+    max_iterations: int = Field(4, ge=1, le=1000, description="Iterations at most")
+    reward_threshold: float = Field(
+        2.0, ge=0, description="Stop (after min_iterations) once the total reward over iterations reaches this"
+    )
+    values: ValueLearning = Field(default_factory=lambda: ValueLearning(epsilon_start=0.2))
+    external_reward: float | None = Field(
+        None, ge=-10, le=10, description="A reward added in every iteration (e.g. a person's rating)"
+    )
+    external_reward_file: str | None = Field(
+        None, description="Text file with one external reward per line, line i for iteration i"
+    )
+    wait_for_reward_s: int = Field(
+        0, ge=0, le=86_400, description="Pause each iteration for a person to type a reward in the Prefect UI, "
+        "this many seconds at most (0: no pause); on timeout it goes on without one",
+    )
+    seed: int = Field(0, ge=0, description="Random seed")
+    precision: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Models' number format")
+    out: str = Field("runs", description="Folder that holds runs/<run name>/ with the Parquet files")
+    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the run")
+    experiment: str = Field("evoforge-ask", min_length=1, description="MLflow experiment name")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.min_iterations > self.max_iterations:
+            raise ValueError(f"min_iterations ({self.min_iterations}) must not exceed max_iterations "
+                             f"({self.max_iterations})")
+        unique_judge_names(self.judges)
+        return self
+
+    def sampling_ranges(self) -> SamplingRanges:
+        return self.sampling.ranges(self.max_new_tokens)

@@ -6,6 +6,7 @@ what is expected, so a user can fix it without reading this code.
 
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -63,6 +64,10 @@ class Domain(_Strict):
     description: str = ""
     generator: Generator
     seed_pool: Path = Field(description="Seed pool file, one item per line, relative to the domain file")
+    references: Path | None = Field(
+        None, description="CSV of labelled texts (column text, then one column per question: 1 first label, "
+        "0 second, empty unknown), relative to the domain file; used to measure and calibrate judges",
+    )
     quality: Question
     axes: list[Axis] = Field(min_length=1, max_length=2)
 
@@ -92,6 +97,27 @@ class Domain(_Strict):
             )
         return items
 
+    def load_references(self) -> pd.DataFrame | None:
+        """The reference labels: `text`, then `quality` and one column per axis with 1, 0 or NaN (unknown)."""
+        if self.references is None:
+            return None
+        if not self.references.is_file():
+            raise DomainError(f"domain '{self.name}': references file {self.references} does not exist")
+        frame = pd.read_csv(self.references)
+        expected = ["text", "quality", *self.axis_names]
+        missing = [c for c in expected if c not in frame.columns]
+        if missing:
+            raise DomainError(f"{self.references}: expected columns {expected}, missing {missing}")
+        for column in expected[1:]:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column].notna() & ~values.isin([0, 1])
+            if bad.any():
+                row = int(bad.idxmax()) + 2  # 1-based, after the header line
+                raise DomainError(f"{self.references}: column '{column}' line {row}: expected 1 (first label), "
+                                  f"0 (second label) or empty, got {frame[column][bad.idxmax()]!r}")
+            frame[column] = values.astype(float)
+        return frame[expected]
+
 
 def domain_path(name_or_path: str | Path) -> Path:
     """A shipped domain's file by name (`opinions`), or any YAML file by path."""
@@ -115,8 +141,9 @@ def load_domain(name_or_path: str | Path) -> Domain:
         raise DomainError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise DomainError(f"{path}: expected a mapping with keys name, generator, seed_pool, quality, axes")
-    if isinstance(raw.get("seed_pool"), str):
-        raw["seed_pool"] = (path.parent / raw["seed_pool"]).resolve()
+    for key in ("seed_pool", "references"):
+        if isinstance(raw.get(key), str):
+            raw[key] = (path.parent / raw[key]).resolve()
     try:
         return Domain.model_validate(raw)
     except ValidationError as err:

@@ -14,7 +14,7 @@ from evoforge.run import archive_step, generate_step, generation_metrics, judge_
 
 def fill_archive(
     config: RunConfig, generator: str, search: str, label: str, out: Path, backends: dict, embedder=None,
-    held_out=None,
+    held_out=None, panel=None,
 ) -> dict:
     """One arm: `config.evaluate.generations` generations of `config.evaluate.batch_size` candidates from
     `generator`, prompted by `search`. Returns its scores and its QD score per generation."""
@@ -26,6 +26,7 @@ def fill_archive(
         }
     )
     state = prepare_run(arm)
+    state.panel = panel  # the same fitted judges for every arm (fitted here when None)
     metrics = {}
     for number in range(state.completed, arm.generations):
         candidates = generate_step(state, number, backends)

@@ -11,9 +11,10 @@ import pandas as pd
 
 from evoforge import plots
 from evoforge.config import FinetuneConfig, RunConfig
-from evoforge.domain import Domain
+from evoforge.domain import Domain, load_domain
 from evoforge.evaluate import comparison_table, fill_archive, promote, qd_histories
 from evoforge.finetune_data import elite_examples, write_examples
+from evoforge.run import make_panel
 from evoforge.tracking import Tracker
 
 CHAMPION = "champion"
@@ -179,10 +180,11 @@ def evaluate_models(
     plan = [("candidate", candidate, e.search), ("champion", champion, e.search)]
     plan += [(name, base, name) for name in e.baselines]  # each baseline is the base model under that search
     backends = {j.model: load_backend(j.model, config.precision) for j in config.judges}
+    panel = make_panel(config, load_domain(config.domain), backends)  # one fitted panel judges every arm
     arms = []
     for label, model, search in plan:
         backends.setdefault(model, load_backend(model, config.precision))
-        arms.append(fill_archive(config, model, search, label, out, backends, load_embedder(), held_out))
+        arms.append(fill_archive(config, model, search, label, out, backends, load_embedder(), held_out, panel))
     promoted, reason = promote(arms[0]["scores"], arms[1]["scores"], e.margin)
     table = comparison_table(arms)
     report = f"# Evaluation\n\n{table}\n\n**Promotion:** {'yes' if promoted else 'no'}: {reason}\n"

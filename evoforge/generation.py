@@ -59,11 +59,32 @@ def plan_candidates(
     return plans
 
 
+def complete(backend, prompts: list[str], settings: list, continue_tokens: int, seed: int,
+             separator: str | None = None) -> list[tuple[str, int, bool]]:
+    """One batched `generate` call with per-row settings, then one batched continuation for the rows that stopped
+    mid-sentence (they ran out of tokens, not out of ideas). Text after `separator` is cut. Returns, per prompt,
+    (text, new tokens, continued)."""
+    stop = [separator.strip() or separator] if separator else None
+    cut = (lambda t: cut_at_separator(t, separator)) if separator else (lambda t: t)
+    outs = backend.generate(prompts, settings, stop=stop, seed=seed)
+    texts, tokens = [cut(o.text) for o in outs], [o.new_tokens for o in outs]
+    unfinished = [i for i, t in enumerate(texts) if t and not ends_sentence(t) and continue_tokens > 0]
+    if unfinished:
+        more = backend.generate(
+            [prompts[i] + texts[i] for i in unfinished],
+            [replace(settings[i], max_new_tokens=continue_tokens) for i in unfinished],
+            stop=stop, seed=seed + 1, desc="continue",
+        )
+        for i, out in zip(unfinished, more):
+            texts[i], tokens[i] = cut(texts[i] + out.text), tokens[i] + out.new_tokens
+    unfinished = set(unfinished)
+    return [(t, n, i in unfinished) for i, (t, n) in enumerate(zip(texts, tokens))]
+
+
 def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue_tokens: int, seed: int) -> pd.DataFrame:
     """Run the plans: one batched `generate` call per backend with per-row sampling settings, then one batched
     continuation for the candidates that stopped mid-sentence. Returns one row per plan, in plan order."""
     separator = domain.generator.separator
-    stop = [separator.strip() or separator]
     texts, tokens = [""] * len(plans), [0] * len(plans)
     continued = [False] * len(plans)
     by_backend = defaultdict(list)
@@ -71,24 +92,10 @@ def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue
         by_backend[plan.expert.backend].append(i)
     for name, rows in by_backend.items():
         backend = backends[name]
-        prompts = {i: backend.chat_prompt(plans[i].prompt) if plans[i].chat else plans[i].prompt for i in rows}
-        outs = backend.generate([prompts[i] for i in rows], [plans[i].expert.sampling for i in rows], stop=stop, seed=seed)
-        for i, out in zip(rows, outs):
-            texts[i], tokens[i] = cut_at_separator(out.text, separator), out.new_tokens
-        # Ask once more where a candidate stopped mid-sentence (it ran out of tokens, not out of ideas).
-        unfinished = [i for i in rows if texts[i] and not ends_sentence(texts[i]) and continue_tokens > 0]
-        if unfinished:
-            more = backend.generate(
-                [prompts[i] + texts[i] for i in unfinished],
-                [replace(plans[i].expert.sampling, max_new_tokens=continue_tokens) for i in unfinished],
-                stop=stop,
-                seed=seed + 1,
-                desc="continue",
-            )
-            for i, out in zip(unfinished, more):
-                texts[i] = cut_at_separator(texts[i] + out.text, separator)
-                tokens[i] += out.new_tokens
-                continued[i] = True
+        prompts = [backend.chat_prompt(plans[i].prompt) if plans[i].chat else plans[i].prompt for i in rows]
+        done = complete(backend, prompts, [plans[i].expert.sampling for i in rows], continue_tokens, seed, separator)
+        for i, (text, n, more) in zip(rows, done):
+            texts[i], tokens[i], continued[i] = text, n, more
     texts = [trim_to_last_sentence(t) for t in texts]
     return pd.DataFrame(
         {

@@ -1,18 +1,25 @@
-"""AI feedback by answer-token log-probabilities (QDAIF): quality = P(yes), each axis = P(first label).
+"""AI feedback: judges score texts by answering two-answer questions; a panel combines them.
 
-Each judge asks every question (quality, then each axis) in its own format and phrasing; the probability of the
-first label is normalised over the two labels, read from one forward pass per batch of candidates, never from
-generated text. The panel's scores are combined by averaging, and each judge's own scores are kept.
+Judge kinds (`JudgeConfig.kind`):
+- `logprob` (QDAIF): P(first label) normalised over the two labels, read from one forward pass per batch of texts.
+- `label`: the more likely of the two labels, as 1.0 or 0.0 (a hard answer, e.g. for voting).
+- `generative`: the judge writes the probability as a 3-digit number, parsed strictly and retried; a judge that
+  never answers validly gives NaN (a failure, not a zero).
+Each judge asks every question in its own format and phrasing. The `Panel` then calibrates each judge's scores
+(`evoforge.calibration`) and combines them per question (`evoforge.ensembles`), fitted on the domain's reference
+labels where a method needs them.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from evoforge.calibration import CONTENT_FREE_TEXTS, Calibrator, accuracy, auc, fit_calibrator
 from evoforge.config import JudgeConfig
 from evoforge.domain import Domain, Question
+from evoforge.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, out_of_fold, panel_agreement
 from evoforge.experts import SamplingSettings
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
@@ -42,30 +49,165 @@ def first_label_probability(logprobs: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(logprobs[:, 1] - logprobs[:, 0]))
 
 
+
+
 def questions(domain: Domain) -> dict[str, Question]:
     """The questions every judge asks: 'quality' first, then each axis by name."""
     return {"quality": domain.quality, **{a.name: a for a in domain.axes}}
 
 
-def judge_texts(backends: dict, judges: list[JudgeConfig], domain: Domain, texts: list[str]) -> pd.DataFrame:
-    """Every judge's score for every question, as columns `judge_<judge>_<question>`, one row per text."""
-    scores = {}
-    for judge in judges:
-        backend = backends[judge.model]
-        for qname, question in questions(domain).items():
-            qp = question_prompts(backend, judge, question, texts)
-            logprobs = backend.option_logprobs(qp.prompts, list(qp.options), desc=f"judge {judge.name}/{qname}")
-            scores[f"judge_{judge.name}_{qname}"] = first_label_probability(logprobs)
+def domain_columns(domain: Domain) -> dict[str, str]:
+    """Where the panel's score for each of a domain's questions goes: `quality` and `measure_<axis>`."""
+    return {q: ("quality" if q == "quality" else f"measure_{q}") for q in questions(domain)}
+
+
+def judge_scores(backend, judge: JudgeConfig, question: Question, texts: list[str], seed: int = 0) -> np.ndarray:
+    """One judge's score in [0, 1] (NaN: failed) for each text on one question, by the judge's kind."""
+    if judge.kind == "generative":
+        return generative_scores(backend, judge, question, texts, seed=seed)
+    qp = question_prompts(backend, judge, question, texts)
+    logprobs = backend.option_logprobs(qp.prompts, list(qp.options), desc=f"judge {judge.name}/{question.labels[0]}")
+    if judge.kind == "label":
+        return (logprobs[:, 0] >= logprobs[:, 1]).astype(float)
+    return first_label_probability(logprobs)
+
+
+def judge_texts(backends: dict, judges: list[JudgeConfig], questions: dict[str, Question], texts: list[str]) -> pd.DataFrame:
+    """Every judge's raw score for every question, as columns `judge_<judge>_<question>`, one row per text."""
+    scores = {
+        f"judge_{judge.name}_{qname}": judge_scores(backends[judge.model], judge, question, texts)
+        for judge in judges
+        for qname, question in questions.items()
+    }
     return pd.DataFrame(scores, index=range(len(texts)))
 
 
-def combine_mean(judge_scores: pd.DataFrame, judges: list[JudgeConfig], domain: Domain) -> pd.DataFrame:
-    """The panel's score per question: the mean over judges. Columns `quality` and `measure_<axis>`."""
-    out = {}
-    for qname in questions(domain):
-        column = "quality" if qname == "quality" else f"measure_{qname}"
-        out[column] = judge_scores[[f"judge_{j.name}_{qname}" for j in judges]].mean(axis=1)
-    return pd.DataFrame(out, index=judge_scores.index)
+@dataclass
+class QuestionRule:
+    """One question's calibrators (one per judge) and the ensemble that combines the calibrated scores."""
+
+    calibrators: list[Calibrator]
+    ensemble: Ensemble
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        return np.column_stack([c(raw[:, j]) for j, c in enumerate(self.calibrators)])
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        return self.ensemble.combine(self.calibrate(raw))
+
+
+def fit_rule(raw, labels, calibrations: list[str], content_free: list, combine: str) -> QuestionRule:
+    """Calibrators per judge and the ensemble over them, fitted on the judges' raw scores `raw` (references x
+    judges) with `labels` (1, 0 or NaN; both None when the question has no references)."""
+    calibrators = [fit_calibrator(m, None if raw is None else raw[:, j], labels, content_free[j])
+                   for j, m in enumerate(calibrations)]
+    rule = QuestionRule(calibrators, Ensemble())
+    rule.ensemble = fit_ensemble(combine, None if raw is None else rule.calibrate(raw), labels)
+    return rule
+
+
+@dataclass
+class Panel:
+    """The judges, and per question how their scores are calibrated and combined. `report` holds each judge's
+    and each combination method's accuracy and AUC on the reference labels (out of fold where fitted)."""
+
+    judges: list[JudgeConfig]
+    questions: dict[str, Question]
+    rules: dict[str, QuestionRule]
+    columns: dict[str, str]
+    report: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def judge(self, backends: dict, texts: list[str]) -> pd.DataFrame:
+        """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated) and the
+        panel's combined score per question (in the column `columns[q]`)."""
+        raw = judge_texts(backends, self.judges, self.questions, texts)
+        out = {}
+        for q, rule in self.rules.items():
+            names = [f"judge_{j.name}_{q}" for j in self.judges]
+            calibrated = rule.calibrate(raw[names].to_numpy())
+            for j, name in enumerate(names):
+                if self.judges[j].calibration != "none":
+                    out[f"raw_{self.judges[j].name}_{q}"] = raw[name].to_numpy()
+                out[name] = calibrated[:, j]
+            out[self.columns[q]] = rule.ensemble.combine(calibrated)
+        return pd.DataFrame(out, index=raw.index)
+
+
+def needs_references(judges: list[JudgeConfig], combine: str) -> bool:
+    return combine in NEEDS_REFERENCES or any(j.calibration in ("platt", "isotonic") for j in judges)
+
+
+def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Question], combine: str = "mean",
+              references: pd.DataFrame | None = None, columns: dict[str, str] | None = None) -> Panel:
+    """Score the content-free inputs (for contextual calibration) and the reference texts, fit each question's
+    rule, and measure every judge and every combination method on the references."""
+    if references is None and needs_references(judges, combine):
+        wants = [f"judge {j.name}: calibration={j.calibration}" for j in judges if j.calibration in ("platt", "isotonic")]
+        wants += [f"combine={combine}"] if combine in NEEDS_REFERENCES else []
+        raise ValueError(f"{', '.join(wants)} needs reference labels: give the domain a `references:` file and keep "
+                         "judge_references on, or choose calibration none/contextual and combine mean/weighted/vote")
+    content_free = {q: [None] * len(judges) for q in questions}
+    for j, judge in enumerate(judges):
+        if judge.calibration == "contextual":
+            cf = judge_texts(backends, [judge], questions, list(CONTENT_FREE_TEXTS))
+            for q in questions:
+                content_free[q][j] = float(np.nanmean(cf[f"judge_{judge.name}_{q}"]))
+    raw_refs = None if references is None else judge_texts(backends, judges, questions, references["text"].tolist())
+    calibrations = [j.calibration for j in judges]
+    rules, report = {}, []
+    for q in questions:
+        has_labels = references is not None and q in references and references[q].notna().any()
+        labels = references[q].to_numpy(dtype=float) if has_labels else None
+        raw = raw_refs[[f"judge_{j.name}_{q}" for j in judges]].to_numpy() if has_labels else None
+        rules[q] = fit_rule(raw, labels, calibrations, content_free[q], combine)
+        if has_labels:
+            report += reference_report(q, judges, raw, labels, references["text"].str.len().to_numpy(), content_free[q])
+    return Panel(judges, questions, rules, columns or {q: q for q in questions}, pd.DataFrame(report))
+
+
+def reference_report(question: str, judges: list[JudgeConfig], raw: np.ndarray, labels: np.ndarray,
+                     lengths: np.ndarray, content_free: list) -> list[dict]:
+    """Rows for one question: each judge raw and calibrated, then each combination method over the calibrated
+    judges. Fitted steps are scored out of fold (5 folds), so no method is credited for memorising labels."""
+    labelled = ~np.isnan(labels)
+    agreement = panel_agreement(raw[labelled])
+    rows = []
+    for j, judge in enumerate(judges):
+        score = raw[:, j]
+        calibrated = out_of_fold(
+            lambda s, y, j=j: fit_calibrator(judges[j].calibration, s, y, content_free[j]), score, labels)
+        ok = labelled & ~np.isnan(score)
+        # Length bias: rank correlation of the score with the text's length (0: none).
+        length_bias = pd.Series(score[ok]).corr(pd.Series(lengths[ok]), method="spearman") if ok.sum() > 2 else np.nan
+        rows.append({
+            "question": question, "name": judge.name, "kind": judge.kind, "calibration": judge.calibration,
+            "accuracy_raw": accuracy(score[labelled], labels[labelled]),
+            "auc_raw": auc(score[labelled], labels[labelled]),
+            "accuracy": accuracy(calibrated[labelled], labels[labelled]),
+            "auc": auc(calibrated[labelled], labels[labelled]),
+            "failed": float(np.isnan(score).mean()),
+            "panel_agreement": float(agreement[j]),
+            "length_bias": float(length_bias),
+        })
+    calibrations = [j.calibration for j in judges]
+    for method in COMBINE_METHODS:
+        combined = out_of_fold(lambda s, y, m=method: fit_rule(s, y, calibrations, content_free, m), raw, labels)
+        rows.append({"question": question, "name": f"combine:{method}", "kind": "panel", "calibration": "",
+                     "accuracy": accuracy(combined[labelled], labels[labelled]),
+                     "auc": auc(combined[labelled], labels[labelled]),
+                     "failed": float(np.isnan(combined[labelled]).mean())})
+    return rows
+
+
+def report_metrics(report: pd.DataFrame) -> dict[str, float]:
+    """The reference report as MLflow metrics `ref/<question>/<judge or combine-method>/<stat>`."""
+    metrics = {}
+    for row in report.to_dict("records"):
+        for stat in ("accuracy_raw", "auc_raw", "accuracy", "auc", "failed", "panel_agreement", "length_bias"):
+            value = row.get(stat)
+            if value is not None and not pd.isna(value):
+                metrics[f"ref/{row['question']}/{row['name'].replace(':', '-')}/{stat}"] = float(value)
+    return metrics
 
 
 def judge_distributions(judge_scores: pd.DataFrame) -> dict[str, float]:
@@ -83,6 +225,8 @@ def judge_distributions(judge_scores: pd.DataFrame) -> dict[str, float]:
         metrics[f"judge/{name}/std"] = float(values.std())
         metrics[f"judge/{name}/p10"] = float(np.percentile(values, 10))
         metrics[f"judge/{name}/p90"] = float(np.percentile(values, 90))
+    for column in judge_scores.columns:
+        metrics[f"judge/{column.removeprefix('judge_').replace('_', '/', 1)}/failed"] = float(judge_scores[column].isna().mean())
     return metrics
 
 

@@ -19,7 +19,7 @@ from evoforge.config import RunConfig, flat_params
 from evoforge.domain import Domain, load_domain
 from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.generation import plan_candidates, write_candidates
-from evoforge.judging import combine_mean, judge_distributions, judge_texts
+from evoforge.judging import Panel, domain_columns, fit_panel, judge_distributions, questions
 from evoforge.store import RunStore, write_parquet
 from evoforge.tracking import Tracker
 
@@ -45,6 +45,7 @@ class RunState:
         self.history: list[dict] = []  # headline metrics per generation
         self.mlflow_run_id: str | None = None
         self.embeddings: dict[int, np.ndarray] = {}  # elite cid -> embedding, for the diversity statistic
+        self.panel: Panel | None = None  # the judges, fitted on the domain's references (see fit_judges)
 
     def __repr__(self) -> str:
         return f"RunState({self.run_name!r}, completed={self.completed}, elites={len(self.archive)})"
@@ -169,14 +170,31 @@ def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFr
     return candidates
 
 
+def make_panel(config: RunConfig, domain: Domain, backends: dict) -> Panel:
+    """The run's judge panel, with calibration and combination fitted on the domain's reference labels."""
+    references = domain.load_references() if config.judge_references else None
+    return fit_panel(backends, config.judges, questions(domain), config.combine, references, domain_columns(domain))
+
+
+def fit_judges(state: RunState, backends: dict) -> Panel:
+    """Fit the panel, measure each judge and combination method on the references, and keep that report as
+    `judges.parquet` in the run folder."""
+    state.panel = make_panel(state.config, state.domain, backends)
+    if len(state.panel.report):
+        write_parquet(state.panel.report, state.store.root / "judges.parquet")
+    return state.panel
+
+
 def judge_step(state: RunState, candidates: pd.DataFrame, backends: dict) -> pd.DataFrame:
-    """Every judge scores every valid candidate; the panel mean gives quality and measures."""
+    """Every judge scores every valid candidate; the panel combines them into quality and measures. A candidate
+    that every judge failed to score on some question is no longer valid (it cannot be placed)."""
+    panel = state.panel or fit_judges(state, backends)
     valid = candidates.index[candidates["valid"]]
-    texts = candidates.loc[valid, "text"].tolist()
-    scores = judge_texts(backends, state.config.judges, state.domain, texts)
+    scores = panel.judge(backends, candidates.loc[valid, "text"].tolist())
     scores.index = valid
-    combined = combine_mean(scores, state.config.judges, state.domain)
-    return candidates.join(scores).join(combined)
+    judged = candidates.join(scores)
+    judged["valid"] = judged["valid"] & judged[list(panel.columns.values())].notna().all(axis=1)
+    return judged
 
 
 def archive_step(state: RunState, judged: pd.DataFrame, generation: int) -> pd.DataFrame:
@@ -257,7 +275,11 @@ def record_step(
     experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
     state.store.write_generation(generation, candidates, state.archive.elites(), experts)
     if tracker is not None:
-        tracker.log_metrics(metrics, step=generation)
+        tracker.log_metrics(metrics, step=generation)  # the parent run holds the curves over generations
+        child = tracker.child(f"generation-{generation:04d}", tags={"generation": generation})
+        child.log_params({"generation": generation})
+        child.log_metrics(metrics, step=generation)
+        child.finish("FINISHED")
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
     state.history.append({"generation": generation, **{k: metrics[k] for k in headline}})
     state.completed = generation + 1
@@ -293,7 +315,35 @@ def finish_run(state: RunState, tracker: Tracker) -> dict:
         "run_name": state.run_name,
         "run_dir": str(store.root),
         "mlflow_run_id": tracker.run_id,
+        "mlflow_run_url": tracker.run_url(),
         "generations": state.completed,
         **stats,
     }
+
+
+def top_elites(state: RunState, n: int = 10, chars: int = 160) -> list[dict]:
+    """The best `n` elites, one per niche, for a table: niche, measures, quality and the start of the text."""
+    elites = state.archive.elites().sort_values("quality", ascending=False).head(n)
+    measures = [c for c in elites.columns if c.startswith("measure_")]
+    return [
+        {"niche": int(row["cell"]), "quality": round(float(row["quality"]), 4),
+         **{m.removeprefix("measure_"): round(float(row[m]), 4) for m in measures},
+         "generation": int(row["generation"]), "text": row["text"][:chars] + ("..." if len(row["text"]) > chars else "")}
+        for _, row in elites.iterrows()
+    ]
+
+
+def summary_markdown(state: RunState, summary: dict, elites: list[dict]) -> str:
+    """The run's summary for the Prefect UI: headline metrics, where the data is, and the best elites."""
+    mlflow = (f"[{summary['mlflow_run_id']}]({summary['mlflow_run_url']})" if summary.get("mlflow_run_url")
+              else f"`{summary['mlflow_run_id']}` (local database: `make mlflow-ui`)")
+    lines = [
+        f"# Evolution run `{state.run_name}` ({state.domain.name})", "",
+        "| QD score | coverage | best quality | elites | generations |", "|---|---|---|---|---|",
+        f"| {summary['qd_score']:.3f} | {summary['coverage']:.1%} | {summary['max_quality']:.3f} | "
+        f"{summary['num_elites']} | {summary['generations']} |", "",
+        f"MLflow run: {mlflow}  ", f"Run folder: `{summary['run_dir']}`", "", "## Best elites", "",
+    ]
+    lines += [f"{i + 1}. **{e['quality']:.3f}** (niche {e['niche']}): {e['text']}" for i, e in enumerate(elites[:5])]
+    return "\n".join(lines) + "\n"
 

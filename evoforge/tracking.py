@@ -45,7 +45,23 @@ class Tracker:
         location = None
         if self.uri.startswith("sqlite:///"):  # keep artifacts next to the database, not in the working directory
             location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        # Tells the MLflow UI to open on the runs table (model development), not on the GenAI traces overview.
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={"mlflow.experimentKind": "custom_model_development"})
+
+    def child(self, run_name: str, tags: dict | None = None) -> "Tracker":
+        """A nested run under this one (one per generation), so the MLflow UI can compare them side by side."""
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        tags = {"mlflow.parentRunId": self.run_id, **{k: str(v) for k, v in (tags or {}).items()}}
+        run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        return Tracker("", run_name, run_id=run_id)
+
+    def run_url(self) -> str | None:
+        """The run's page in the MLflow UI when tracking goes to a server; None for a local database."""
+        if not self.uri.startswith("http"):
+            return None
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.run_id}"
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in redact(params).items()]

@@ -8,15 +8,18 @@ Annotations here stay real (no postponed-annotations import): Prefect builds the
 import time
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 
 from evoforge.config import RunConfig
-from evoforge.run import RunState, add_expert, generation_metrics, open_tracking
+from evoforge.run import RunState, add_expert, generation_metrics, open_tracking, summary_markdown, top_elites
 from flows.finetune import evaluate, finetune
 from models.embedder import load_embedder
 from models.transformers_backend import load_backend
 from tasks.evolution import (
     finish_run,
+    fit_judges,
     generate_candidates,
     judge_candidates,
     prep_dataset,
@@ -47,15 +50,27 @@ def generation(state: RunState, number: int, backends: dict, tracker) -> dict:
     return metrics
 
 
+def publish_summary(state: RunState, summary: dict) -> None:
+    """Prefect artifacts on the flow run's page: the summary (linking the MLflow run) and the top elites."""
+    elites = top_elites(state)
+    create_markdown_artifact(key="evolution-summary", markdown=summary_markdown(state, summary, elites),
+                             description=f"QD score {summary['qd_score']:.3f}, coverage {summary['coverage']:.1%}")
+    if elites:
+        create_table_artifact(key="top-elites", table=elites, description="The best elite per niche, best first")
+
+
 @flow(name="evolution_run", log_prints=True)
 def evolution_run(config: RunConfig = RunConfig()) -> dict:
     """Evolve a quality-diversity archive of texts for a domain with a population of LLM experts."""
     logger = get_run_logger()
     state = prep_dataset(config)
-    tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or ""}
+    tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or "",
+            # url_for knows the UI's route (runs/flow-run/<id>); flow_run.ui_url still gives an older one.
+            "prefect_flow_run_url": url_for("flow-run", obj_id=flow_run.get_id()) or ""}
     tracker = open_tracking(state, tags=tags)
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
+        fit_judges(state, backends, tracker)
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune
@@ -71,5 +86,6 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             if "checkpoint" in tuned:
                 evaluate(state, tracker, tuned)
         summary = finish_run(state, tracker)
+    publish_summary(state, summary)
     logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])
     return summary

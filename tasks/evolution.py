@@ -9,11 +9,21 @@ from prefect.cache_policies import NO_CACHE
 
 from evoforge import run
 from evoforge.config import RunConfig
+from evoforge.judging import report_metrics
 
 
 @task(name="prep-dataset", cache_policy=NO_CACHE)
 def prep_dataset(config: RunConfig) -> run.RunState:
     return run.prepare_run(config)
+
+
+@task(name="fit-judges", cache_policy=NO_CACHE)
+def fit_judges(state: run.RunState, backends: dict, tracker) -> None:
+    """Measure the judges on the domain's reference labels and fit calibration and combination on them."""
+    panel = run.fit_judges(state, backends)
+    if len(panel.report):
+        tracker.log_metrics(report_metrics(panel.report), step=0)
+        tracker.log_artifact(state.store.root / "judges.parquet", "judges")
 
 
 @task(name="generate-candidates", cache_policy=NO_CACHE)

@@ -85,3 +85,18 @@ def test_small_pool_is_an_error(tmp_path):
     domain = load_domain(write_domain(tmp_path, BASE, pool="only one\n"))
     with pytest.raises(DomainError, match="at least 3 items"):
         domain.load_pool()
+
+
+def test_reference_labels_load_and_bad_values_name_column_and_line(tmp_path):
+    from evoforge.domain import DOMAINS_DIR, DomainError, load_domain
+
+    references = load_domain("opinions").load_references()
+    assert list(references.columns) == ["text", "quality", "sentiment"]
+    assert set(references["sentiment"].dropna()) == {0.0, 1.0} and references["sentiment"].isna().any()
+    bad = tmp_path / "refs.csv"
+    bad.write_text("text,quality,sentiment\nI like peas.,1,1\nI hate peas.,1,negative\n")
+    text = (DOMAINS_DIR / "opinions.yaml").read_text().replace("../references/opinions.csv", str(bad))
+    text = text.replace("../pools/opinions.txt", str(DOMAINS_DIR.parent / "pools" / "opinions.txt"))
+    (tmp_path / "d.yaml").write_text(text)
+    with pytest.raises(DomainError, match="column 'sentiment' line 3"):
+        load_domain(tmp_path / "d.yaml").load_references()

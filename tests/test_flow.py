@@ -75,12 +75,19 @@ def test_evolution_run_end_to_end(prefect_server, backend, tmp_path):
     assert any(k.startswith("judge/chat0/sentiment/") for k in run.data.metrics)
     artifacts = {f.path for d in ("plots", "data") for f in client.list_artifacts(run.info.run_id, d)}
     assert {"plots/archive_heatmap.png", "data/candidates.parquet", "data/archive.parquet"} <= artifacts
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["generation-0000", "generation-0001"]
+    assert all("qd_score" in c.data.metrics and c.info.status == "FINISHED" for c in children)
+    # The judges were measured on the domain's reference labels first.
+    assert 0.5 < run.data.metrics["ref/sentiment/chat0/auc_raw"] <= 1
+    assert "ref/sentiment/combine-stacking/accuracy" in run.data.metrics
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "judges")] == ["judges/judges.parquet"]
 
 
 def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_server, backend, tmp_path, monkeypatch):
     import flows.evolution as flows_module
 
-    config = RunConfig(**TINY, out=str(tmp_path), run_name="crash")
+    config = RunConfig(**TINY, out=str(tmp_path), run_name="crash", judge_references=False)
     # Judging asks 2 judges x 2 questions = 4 scoring calls per generation: generation 1's first one fails.
     faulty = FaultyJudgeBackend(backend, ok_calls=4)
     monkeypatch.setattr(flows_module, "load_backend", lambda name, precision: faulty)
@@ -122,6 +129,10 @@ def test_cli_help_and_clear_errors():
     assert bad.returncode == 2 and "--generations" in bad.stderr and "greater than or equal to 1" in bad.stderr
     unknown = run_cli("run", "--domain", "poems")
     assert unknown.returncode == 2 and "unknown domain 'poems'" in unknown.stderr
+    ask = run_cli("ask", "Plan a trip.", "--min-iterations", "5", "--max-iterations", "2")
+    assert ask.returncode == 2 and "min_iterations (5) must not exceed max_iterations (2)" in ask.stderr
+    ui = run_cli("ui", "--parameters", '{"config": {"batch_size": 0}}')
+    assert ui.returncode == 2 and "batch-size" in ui.stderr  # refused before any server starts
 
 
 def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backend, tmp_path):
@@ -131,7 +142,9 @@ def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backe
     # The 135M judge keeps sentiment between ~0.2 and 0.8, where the published grid has only two bins: a grid of
     # finer middle bins gives this tiny run several elites to train on.
     domain = (DOMAINS_DIR / "opinions.yaml").read_text().replace("bins: [0.005, 0.01,", "bins: [0.3, 0.35, 0.4, 0.45, 0.55, 0.6, 0.65, 0.7] #")
-    (tmp_path / "opinions.yaml").write_text(domain.replace("../pools/opinions.txt", str(DOMAINS_DIR.parent / "pools" / "opinions.txt")))
+    for relative in ("../pools/opinions.txt", "../references/opinions.csv"):
+        domain = domain.replace(relative, str((DOMAINS_DIR / relative).resolve()))
+    (tmp_path / "opinions.yaml").write_text(domain)
     config = RunConfig(
         **{**TINY, "batch_size": 6}, domain=str(tmp_path / "opinions.yaml"), out=str(tmp_path), run_name="ft",
         finetune=FinetuneConfig(enabled=True, epochs=1, batch_size=2),

@@ -8,7 +8,7 @@ import pytest
 
 from evoforge.config import JudgeConfig
 from evoforge.experts import SamplingSettings
-from evoforge.judging import first_label_probability, judge_texts, question_prompts
+from evoforge.judging import domain_columns, first_label_probability, fit_panel, judge_texts, question_prompts, questions
 from evoforge.prompts import few_shot_prompt
 from models.resolve import ModelNotFoundError, resolve_model
 
@@ -60,7 +60,7 @@ def test_judge_ranks_a_positive_opinion_above_a_negative_one(backend, opinions):
         "I hate vegetables. Broccoli is disgusting and plant-based food makes me miserable.",
     ]
     judges = [JudgeConfig(name="chat0", phrasing=0), JudgeConfig(name="chat1", phrasing=1)]
-    scores = judge_texts({"smollm2": backend}, judges, opinions, texts)
+    scores = judge_texts({"smollm2": backend}, judges, questions(opinions), texts)
     for judge in ("chat0", "chat1"):
         positive, negative = scores[f"judge_{judge}_sentiment"]
         assert positive > negative
@@ -94,3 +94,53 @@ def test_shared_prefix_reuse_gives_the_same_scores(backend, opinions):
         assert np.allclose(reused, plain, atol=1e-3)
     multi = exact.option_logprobs(qp.prompts, ["positive", "quite negative"])  # multi-token rows share it too
     assert np.allclose(multi, exact.option_logprobs(qp.prompts, ["positive", "quite negative"], reuse_prefix=False), atol=1e-3)
+
+
+def test_calibration_on_reference_labels_fixes_the_biased_sentiment_judge(backend, opinions):
+    """The raw 135M judge ranks sentiment well but says 'positive' to nearly everything; Platt scaling fitted on
+    the shipped reference labels (scored out of fold) turns the ranking into right answers."""
+    judges = [JudgeConfig(name="chat0", phrasing=0, calibration="platt"),
+              JudgeConfig(name="chat1", phrasing=1, calibration="platt")]
+    references = opinions.load_references()
+    panel = fit_panel({"smollm2": backend}, judges, questions(opinions), "stacking", references,
+                      domain_columns(opinions))
+    report = panel.report.set_index(["question", "name"])
+    chat0 = report.loc[("sentiment", "chat0")]
+    assert chat0["auc_raw"] > 0.85  # the ranking is informative
+    assert chat0["accuracy"] > chat0["accuracy_raw"] + 0.2  # and calibration turns it into right answers
+    assert {f"combine:{m}" for m in ("mean", "weighted", "vote", "bma", "stacking")} <= set(report.loc["sentiment"].index)
+    assert report.loc[("sentiment", "combine:stacking"), "accuracy"] > 0.8
+    scored = panel.judge({"smollm2": backend}, references["text"].tolist()[:4])
+    assert {"raw_chat0_sentiment", "judge_chat0_sentiment", "measure_sentiment", "quality"} <= set(scored.columns)
+    assert scored["measure_sentiment"].between(0, 1).all()
+
+
+class GarbageJudgeBackend:
+    """Fault injection: a judge backend whose written answers never contain a valid score."""
+
+    def __init__(self, real):
+        self.real = real
+        self.calls = 0
+
+    def chat_prompt(self, user, system=None):
+        return self.real.chat_prompt(user, system)
+
+    def generate(self, prompts, settings, stop=None, seed=None, desc=""):
+        from models.transformers_backend import Generation
+
+        self.calls += 1
+        return [Generation("I think it is quite good!", 6) for _ in prompts]
+
+
+def test_judge_kinds_label_and_a_generative_judge_that_always_fails(backend, opinions):
+    texts = ["I love vegetables, they are delicious.", "I hate vegetables, they taste awful."]
+    label = judge_texts({"smollm2": backend}, [JudgeConfig(name="lab", kind="label")], questions(opinions), texts)
+    assert set(np.unique(label.to_numpy())) <= {0.0, 1.0}
+    garbage = GarbageJudgeBackend(backend)
+    judges = [JudgeConfig(name="gen", kind="generative", model="garbage"), JudgeConfig(name="lp")]
+    panel = fit_panel({"garbage": garbage, "smollm2": backend}, judges, questions(opinions), "mean",
+                      columns=domain_columns(opinions))
+    scored = panel.judge({"garbage": garbage, "smollm2": backend}, texts)
+    assert scored["judge_gen_sentiment"].isna().all()  # recorded as failed, not as zero
+    assert garbage.calls == 2 * 3  # two questions, each asked once and retried twice
+    assert scored["measure_sentiment"].tolist() == scored["judge_lp_sentiment"].tolist()  # the panel goes on without it

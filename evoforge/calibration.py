@@ -1,0 +1,90 @@
+"""Calibrating one judge's raw probabilities for one question, and measuring how good they are.
+
+A small judge's P(first label) is biased (the 135M model leans to one answer) yet ranks texts usefully, so a
+monotone map fitted on reference labels fixes much of it. Methods:
+- `contextual`: divide out the probabilities the judge gives a content-free input (Zhao et al. 2021); needs no
+  labels, only the judge's score for e.g. "N/A".
+- `platt`: logistic regression on the log-odds, fitted on reference labels.
+- `isotonic`: a monotone step function fitted on reference labels.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+CalibrationMethod = Literal["none", "contextual", "platt", "isotonic"]
+CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "")
+EPS = 1e-6
+
+
+def logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def accuracy(scores, labels) -> float:
+    """Share of texts on the right side of 0.5 (NaN scores count as wrong: a failed judgement is no answer)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    return float(np.mean(np.where(np.isnan(scores), False, (scores >= 0.5) == (labels == 1))))
+
+
+def auc(scores, labels) -> float:
+    """Ranking quality (ROC AUC) over the texts the judge scored; NaN when one class is missing."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    ok = ~np.isnan(scores)
+    if len(np.unique(labels[ok])) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels[ok], scores[ok]))
+
+
+@dataclass
+class Calibrator:
+    """A fitted map from raw to calibrated probabilities. `none` is the identity; NaN stays NaN."""
+
+    method: CalibrationMethod = "none"
+    content_free: float | None = None  # contextual: the judge's P(first label) on content-free inputs
+    model: object = field(default=None, repr=False)  # platt / isotonic: the fitted sklearn model
+
+    def __call__(self, scores) -> np.ndarray:
+        scores = np.asarray(scores, dtype=float)
+        out = np.full(scores.shape, np.nan)
+        ok = ~np.isnan(scores)
+        p = np.clip(scores[ok], EPS, 1 - EPS)
+        if self.method == "none":
+            out[ok] = scores[ok]
+        elif self.method == "contextual":
+            # Reweighting both answers by 1 / P_cf(answer), renormalised: a shift of the log-odds by logit(p_cf).
+            out[ok] = 1.0 / (1.0 + np.exp(-(logit(p) - logit(self.content_free))))
+        elif self.method == "platt":
+            out[ok] = self.model.predict_proba(logit(p).reshape(-1, 1))[:, 1]
+        elif self.method == "isotonic":
+            out[ok] = self.model.predict(p)
+        return out
+
+
+def fit_calibrator(method: CalibrationMethod, scores=None, labels=None, content_free: float | None = None) -> Calibrator:
+    """Fit `method` on a judge's raw scores for labelled references (platt, isotonic) or on its content-free
+    score (contextual). Unlabelled (NaN) references and failed (NaN) scores are left out."""
+    if method == "none":
+        return Calibrator()
+    if method == "contextual":
+        if content_free is None or np.isnan(content_free):
+            raise ValueError("contextual calibration needs the judge's score for a content-free input")
+        return Calibrator(method, content_free=float(content_free))
+    if scores is None or labels is None:
+        raise ValueError(f"{method} calibration needs reference labels: add `references:` to the domain file")
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    ok = ~np.isnan(scores) & ~np.isnan(labels)
+    if len(np.unique(labels[ok])) < 2:
+        raise ValueError(f"{method} calibration needs references of both labels, got {int(ok.sum())} of one")
+    if method == "platt":
+        model = LogisticRegression(C=1.0).fit(logit(scores[ok]).reshape(-1, 1), labels[ok])
+    elif method == "isotonic":
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores[ok], labels[ok])
+    else:
+        raise ValueError(f"calibration: unknown method {method!r}; expected none, contextual, platt or isotonic")
+    return Calibrator(method, model=model)

@@ -1,0 +1,297 @@
+"""The mixture-of-experts tournament: answer one task with the best of many experts.
+
+Each iteration: the experts answer (one batched call per backend, one continuation for cut-off answers), the judges
+score every answer for relevance and coherence, the best answer is selected (or, with a decaying exploration rate,
+another), a reward judge labels it ("highly effective" ... "bad" -> 1.0 ... 0.0), an optional external reward is
+added, and the selected expert's value moves toward the reward. It stops once `min_iterations` are done and the
+total reward over iterations reaches `reward_threshold`, or after `max_iterations`. The experts and their values
+are saved, so the next task starts from what this one learnt.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from evoforge.calibration import CONTENT_FREE_TEXTS
+from evoforge.config import TournamentConfig
+from evoforge.domain import Question
+from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
+from evoforge.generation import complete
+from evoforge.judging import Panel, fit_panel
+from evoforge.prompts import trim_to_last_sentence
+from evoforge.store import write_parquet
+
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "tournament.yaml"
+
+
+@dataclass(frozen=True)
+class TournamentSpec:
+    """What `data/tournament.yaml` holds: personas, the judges' questions and the reward judge's labels."""
+
+    personas: list[str]
+    questions: dict[str, dict]  # name -> {labels, instructions}; `{task}` in an instruction is the task
+    reward_instruction: str  # with `{task}` and `{answer}`
+    reward_labels: dict[str, float]
+
+
+def load_spec(path: Path = SPEC_PATH) -> TournamentSpec:
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return TournamentSpec(raw["personas"], raw["questions"], raw["reward"]["instruction"],
+                          {str(k): float(v) for k, v in raw["reward"]["labels"].items()})
+
+
+def task_text(instruction: str, context: str = "") -> str:
+    return f"{instruction.strip()}\n\nContext: {context.strip()}" if context.strip() else instruction.strip()
+
+
+def task_questions(spec: TournamentSpec, task: str) -> dict[str, Question]:
+    """The judges' questions about answers to `task` (str.replace, not format: a task may contain braces)."""
+    return {
+        name: Question(labels=tuple(q["labels"]), instructions=[i.replace("{task}", task) for i in q["instructions"]])
+        for name, q in spec.questions.items()
+    }
+
+
+def load_population(path: str | Path) -> list[Expert]:
+    """Experts from a Parquet file: a saved tournament population, or an evolution run's experts.parquet (its last
+    generation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"population: {path} does not exist; pass an experts.parquet file or leave it empty")
+    frame = pd.read_parquet(path)
+    if "generation" in frame:
+        frame = frame[frame["generation"] == frame["generation"].max()]
+    experts = [Expert.from_row(row) for row in frame.to_dict("records")]
+    for i, expert in enumerate(experts):  # ids index the value array
+        expert.expert_id = i
+    return experts
+
+
+class TournamentState:
+    """One tournament in progress: the experts, the answers so far and the reward bookkeeping."""
+
+    def __init__(self, config: TournamentConfig, spec: TournamentSpec, experts: list[Expert], root: Path):
+        self.config = config
+        self.spec = spec
+        self.experts = experts
+        self.root = root
+        self.task = task_text(config.instruction, config.context)
+        self.questions = task_questions(spec, self.task)
+        self.panel: Panel | None = None
+        self.answers: list[pd.DataFrame] = []  # one frame per iteration
+        self.iterations: list[dict] = []  # one record per iteration
+        self.total_reward = 0.0
+        self.mlflow_run_id: str | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([e.value for e in self.experts])
+
+    @property
+    def model_names(self) -> list[str]:
+        return sorted({e.backend for e in self.experts} | {j.model for j in self.config.judges} | {self.config.reward_model})
+
+
+def prepare_tournament(config: TournamentConfig, spec: TournamentSpec | None = None) -> TournamentState:
+    """The run folder and the experts: a given population, else the saved one, else random experts."""
+    spec = spec or load_spec()
+    rng = np.random.default_rng([config.seed, 2**31])
+    source = config.population or (config.population_file if Path(config.population_file).is_file() else None)
+    if source:
+        experts = load_population(source)
+    else:
+        experts = random_experts(config.experts, config.generator_models, config.sampling_ranges(), spec.personas,
+                                 spec.personas, rng, shots=0)
+    name = config.run_name or "ask-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(config.out) / name
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    return TournamentState(config, spec, experts, root)
+
+
+def fit_tournament_judges(state: TournamentState, backends: dict) -> Panel:
+    """A free-form task has no reference labels: the panel combines raw (or contextually calibrated) scores."""
+    state.panel = fit_panel(backends, state.config.judges, state.questions, state.config.combine)
+    return state.panel
+
+
+def epsilon(state: TournamentState, iteration: int) -> float:
+    v = state.config.values
+    return exploration_rate(iteration, v.epsilon_start, v.epsilon_decay, v.epsilon_min)
+
+
+def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.DataFrame:
+    """The answering experts (all, or `answering` of them picked by value) each write one answer."""
+    config = state.config
+    rng = np.random.default_rng([config.seed, iteration])
+    k = len(state.experts) if config.answering is None else min(config.answering, len(state.experts))
+    picked = sorted(pick_experts(state.values, k, epsilon(state, iteration), rng))
+    rows = []
+    for name in sorted({state.experts[i].backend for i in picked}):
+        backend = backends[name]
+        ids = [i for i in picked if state.experts[i].backend == name]
+        prompts = [backend.chat_prompt(state.task, system=state.experts[i].system_prompt) for i in ids]
+        settings = [state.experts[i].sampling for i in ids]
+        for i, (text, tokens, continued) in zip(ids, complete(backend, prompts, settings, config.continue_tokens,
+                                                              seed=config.seed * 1000 + iteration)):
+            rows.append({"iteration": iteration, "expert_id": i, "backend": name, "text": trim_to_last_sentence(text),
+                         "new_tokens": tokens, "continued": continued})
+    return pd.DataFrame(rows)
+
+
+def judge_step(state: TournamentState, answers: pd.DataFrame, backends: dict) -> pd.DataFrame:
+    """Every judge scores every answer on every question; `score` is the mean of the panel's question scores."""
+    panel = state.panel or fit_tournament_judges(state, backends)
+    scores = panel.judge(backends, answers["text"].tolist())
+    scores.index = answers.index
+    judged = answers.join(scores)
+    judged["score"] = judged[list(panel.columns.values())].mean(axis=1)
+    return judged
+
+
+def select_answer(scores: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[int, bool]:
+    """The best-scored answer; with probability `epsilon` another one instead (exploration). Unscored (NaN)
+    answers are never chosen while a scored one exists."""
+    scores = np.asarray(scores, dtype=float)
+    ranked = np.where(np.isnan(scores), -np.inf, scores)
+    best = int(np.argmax(ranked))
+    others = [i for i in range(len(scores)) if i != best and np.isfinite(ranked[i])]
+    if others and rng.random() < epsilon:
+        return others[int(rng.integers(len(others)))], True
+    return best, False
+
+
+def reward_label(backend, spec: TournamentSpec, task: str, answer: str,
+                 calibrate: bool = True) -> tuple[str, float, dict[str, float]]:
+    """The reward judge's label for an answer: the most likely label, its reward, and every label's probability.
+
+    A small judge rates nearly anything "highly effective" (the 135M model gives "N/A" 0.93), so by default the
+    probabilities are divided by those it gives content-free answers and renormalised (contextual calibration):
+    what is left is how much this answer moves the judge."""
+    labels = list(spec.reward_labels)
+    texts = [answer, *CONTENT_FREE_TEXTS] if calibrate else [answer]
+    prompts = [backend.chat_prompt(spec.reward_instruction.replace("{task}", task).replace("{answer}", t))
+               for t in texts]
+    logprobs = backend.option_logprobs(prompts, labels, desc="reward judge")
+    probs = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    p = probs[0] / probs[1:].mean(axis=0) if calibrate else probs[0]
+    p = p / p.sum()
+    label = labels[int(np.argmax(p))]
+    return label, spec.reward_labels[label], dict(zip(labels, p.round(4).tolist()))
+
+
+def external_reward_from_file(path: str | Path, iteration: int) -> float | None:
+    """Line `iteration` (0-based) of a text file of rewards; a missing or blank line means no external reward."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if iteration >= len(lines) or not lines[iteration].strip():
+        return None
+    try:
+        return float(lines[iteration])
+    except ValueError:
+        raise ValueError(f"external_reward_file {path} line {iteration + 1}: expected a number, "
+                         f"got {lines[iteration]!r}") from None
+
+
+def external_reward(config: TournamentConfig, iteration: int) -> float | None:
+    """The external reward from the config's flag or file (a person's reward from the UI comes via the flow)."""
+    if config.external_reward_file:
+        return external_reward_from_file(config.external_reward_file, iteration)
+    return config.external_reward
+
+
+def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, backends: dict,
+                external: float | None) -> dict:
+    """Select an answer, have it labelled, add the external reward and update the selected expert's value."""
+    config = state.config
+    rng = np.random.default_rng([config.seed, iteration, 1])
+    eps = epsilon(state, iteration)
+    row, explored = select_answer(judged["score"].to_numpy(), eps, rng)
+    chosen = judged.iloc[row]
+    label, intrinsic, probs = reward_label(backends[config.reward_model], state.spec, state.task, chosen["text"],
+                                           calibrate=config.reward_calibration == "contextual")
+    reward = intrinsic + (external or 0.0)
+    expert_id = int(chosen["expert_id"])
+    values = update_value(state.values, expert_id, reward, config.values.learning_rate, config.values.discount)
+    for expert, value in zip(state.experts, values):
+        expert.value = float(value)
+    state.experts[expert_id].picks += 1
+    state.total_reward += reward
+    judged = judged.assign(selected=np.arange(len(judged)) == row, reward_label=None, reward=np.nan)
+    judged.loc[judged.index[row], ["reward_label", "reward"]] = [label, reward]
+    state.answers.append(judged)
+    record = {
+        "iteration": iteration, "expert_id": expert_id, "explored": explored, "epsilon": eps,
+        "score": float(chosen["score"]), "reward_label": label, "intrinsic_reward": intrinsic,
+        "external_reward": external, "reward": reward, "total_reward": state.total_reward,
+        "label_probabilities": probs, "values": values.round(4).tolist(),
+    }
+    state.iterations.append(record)
+    return record
+
+
+def should_stop(config: TournamentConfig, iteration: int, total_reward: float) -> bool:
+    done = iteration + 1
+    return done >= config.max_iterations or (done >= config.min_iterations and total_reward >= config.reward_threshold)
+
+
+def iteration_metrics(state: TournamentState, record: dict, judged: pd.DataFrame) -> dict[str, float]:
+    metrics = {k: float(record[k]) for k in ("score", "intrinsic_reward", "reward", "total_reward", "epsilon")}
+    metrics["external_reward"] = float(record["external_reward"] or 0.0)
+    metrics["explored"] = float(record["explored"])
+    metrics["best_score"] = float(judged["score"].max())
+    metrics["mean_score"] = float(judged["score"].mean())
+    metrics.update({f"expert/{e.expert_id}/value": e.value for e in state.experts})
+    return metrics
+
+
+def best_answer(state: TournamentState) -> pd.Series:
+    """The kept answer: among the selected answers, the one with the highest reward, then the highest score."""
+    answers = pd.concat(state.answers, ignore_index=True)
+    selected = answers[answers["selected"]]
+    return selected.sort_values(["reward", "score"], ascending=False).iloc[0]
+
+
+def finish_tournament(state: TournamentState) -> dict:
+    """Write answers and experts as Parquet, save the population for the next ask, and summarise."""
+    answers = pd.concat(state.answers, ignore_index=True)
+    answers_path = write_parquet(answers, state.root / "answers.parquet")
+    experts = pd.DataFrame([e.to_row() for e in state.experts])
+    experts_path = write_parquet(experts, state.root / "experts.parquet")
+    population = Path(state.config.population_file)
+    population.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(experts, population)
+    iterations = pd.DataFrame(state.iterations).drop(columns=["label_probabilities", "values"])
+    write_parquet(iterations, state.root / "iterations.parquet")
+    best = best_answer(state)
+    score_columns = [c for c in (state.panel.columns.values() if state.panel else []) if c in best]
+    summary = {
+        "run_dir": str(state.root), "task": state.task, "answer": best["text"],
+        "expert_id": int(best["expert_id"]), "reward_label": best["reward_label"], "reward": float(best["reward"]),
+        "scores": {c: round(float(best[c]), 4) for c in [*score_columns, "score"]},
+        "iterations": len(state.iterations), "total_reward": state.total_reward,
+        "values": {e.expert_id: round(e.value, 4) for e in state.experts},
+        "answers_path": str(answers_path), "experts_path": str(experts_path), "population_file": str(population),
+    }
+    (state.root / "best_answer.md").write_text(
+        f"# Task\n\n{state.task}\n\n# Best answer (expert {summary['expert_id']}, {summary['reward_label']})\n\n"
+        f"{summary['answer']}\n\n# Scores\n\n{json.dumps(summary['scores'], indent=2)}\n"
+    )
+    return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    """The tournament's result for the Prefect UI: the task, the kept answer, its scores and the expert values."""
+    mlflow = f"[{summary['mlflow_run_id']}]({summary['mlflow_run_url']})" if summary.get("mlflow_run_url") \
+        else f"`{summary['mlflow_run_id']}`"
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in summary["scores"].items())
+    values = ", ".join(f"expert {k}: {v:+.3f}" for k, v in summary["values"].items())
+    return (f"# Task\n\n{summary['task']}\n\n# Answer (expert {summary['expert_id']}, {summary['reward_label']}, "
+            f"reward {summary['reward']:.2f})\n\n{summary['answer']}\n\n**Scores:** {scores}  \n"
+            f"**Expert values:** {values}  \n**Iterations:** {summary['iterations']}, total reward "
+            f"{summary['total_reward']:.2f}  \nMLflow run: {mlflow}  \nRun folder: `{summary['run_dir']}`\n")

@@ -1,0 +1,215 @@
+"""The single-machine stack of `evoforge ui`: real Prefect and MLflow servers and the deployment runner.
+
+One stack per module, on free ports in a temporary folder; the flow runs it executes are real (tiny) evolution
+runs on the embedded models.
+"""
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from evoforge.servers import Stack, StartupError, check_ports, free_port, lock_state, start_runner, start_servers, stop
+
+pytestmark = pytest.mark.slow
+
+TINY = {"generations": 1, "experts": 2, "batch_size": 2, "max_new_tokens": 8, "continue_tokens": 0,
+        "judge_references": False, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    stack = Stack(prefect_port=free_port(), mlflow_port=free_port(), state=root / ".state", root=root)
+    try:
+        start_servers(stack)
+        # Every minute, so a scheduled run appears within the test; the default parameters keep each run tiny.
+        start_runner(stack, cron="* * * * *", timezone="UTC", parameters={"config": {**TINY, "run_name": None}})
+        yield stack
+    finally:
+        stop(stack)
+
+
+def api(stack: Stack) -> httpx.Client:
+    return httpx.Client(base_url=f"{stack.prefect_url}/api", timeout=30)
+
+
+def deployment_id(stack: Stack, flow: str, name: str, wait: float = 120) -> str:
+    deadline = time.monotonic() + wait
+    with api(stack) as client:
+        while time.monotonic() < deadline:
+            found = client.get(f"/deployments/name/{flow}/{name}")
+            if found.status_code == 200:
+                return found.json()["id"]
+            time.sleep(1)
+    raise AssertionError(f"deployment {flow}/{name} never appeared")
+
+
+def wait_for_state(stack: Stack, flow_run_id: str, wait: float = 600) -> dict:
+    deadline = time.monotonic() + wait
+    with api(stack) as client:
+        while time.monotonic() < deadline:
+            run = client.get(f"/flow_runs/{flow_run_id}").json()
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish within {wait} s")
+
+
+def mlflow_run_for(stack: Stack, flow_run_id: str) -> dict:
+    with httpx.Client(base_url=f"{stack.mlflow_url}/api/2.0/mlflow", timeout=30) as client:
+        experiments = client.get("/experiments/search", params={"max_results": 100}).json()["experiments"]
+        runs = client.post("/runs/search", json={
+            "experiment_ids": [e["experiment_id"] for e in experiments],
+            "filter": f"tags.prefect_flow_run_id = '{flow_run_id}'",
+        }).json()
+    assert runs.get("runs"), f"no MLflow run tagged with Prefect flow run {flow_run_id}"
+    return runs["runs"][0]
+
+
+def test_a_taken_port_or_a_used_state_folder_is_refused(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StartupError, match=f"port {port} .* is taken.*--prefect-port"):
+            check_ports(Stack(prefect_port=port, mlflow_port=free_port()))
+    first = lock_state(tmp_path)
+    with pytest.raises(StartupError, match="in use by another `evoforge ui`"):
+        lock_state(tmp_path)
+    first.close()
+
+
+def test_the_scheduler_creates_a_run_that_completes(stack):
+    """Catches silent scheduler breakage (e.g. SQLAlchemy 2.1 creates no cron runs at all)."""
+    nightly = deployment_id(stack, "evolution_run", "nightly")
+    with api(stack) as client:
+        deadline = time.monotonic() + 240
+        scheduled = []
+        while time.monotonic() < deadline and not scheduled:
+            scheduled = client.post("/flow_runs/filter", json={
+                "deployments": {"id": {"any_": [nightly]}},
+                "flow_runs": {"state": {"type": {"any_": ["RUNNING", "COMPLETED", "PENDING"]}}},
+                "sort": "START_TIME_ASC", "limit": 1,
+            }).json()
+            time.sleep(2)
+        assert scheduled, "the every-minute schedule started no run within 4 minutes"
+        run = wait_for_state(stack, scheduled[0]["id"])
+        # Stop the every-minute schedule: the other tests get the machine to themselves.
+        client.patch(f"/deployments/{nightly}", json={"paused": True})
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["auto_scheduled"] is True
+    tracked = mlflow_run_for(stack, run["id"])
+    assert any(m["key"] == "qd_score" for m in tracked["data"]["metrics"])
+
+
+def test_a_run_triggered_over_rest_uses_its_parameters(stack):
+    nightly = deployment_id(stack, "evolution_run", "nightly")
+    config = {**TINY, "batch_size": 3, "run_name": "from-rest"}
+    with api(stack) as client:
+        created = client.post(f"/deployments/{nightly}/create_flow_run", json={"parameters": {"config": config}})
+        assert created.status_code == 201, created.text
+    run = wait_for_state(stack, created.json()["id"])
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    saved = json.loads((Path(stack.root) / "runs" / "from-rest" / "config.json").read_text())
+    assert saved["batch_size"] == 3 and saved["generations"] == 1
+    tracked = mlflow_run_for(stack, run["id"])
+    params = {p["key"]: p["value"] for p in tracked["data"]["params"]}
+    assert params["batch_size"] == "3" and params["run_name"] == "from-rest"
+    tags = {t["key"]: t["value"] for t in tracked["data"]["tags"]}
+    assert tags["prefect_flow_run_url"].startswith(stack.prefect_url)
+    with httpx.Client(base_url=f"{stack.mlflow_url}/api/2.0/mlflow", timeout=30) as client:  # as the UI lists them
+        listed = {f["path"] for folder in ("plots", "data") for f in client.get(
+            "/artifacts/list", params={"run_id": tracked["info"]["run_id"], "path": folder}).json().get("files", [])}
+    assert {"plots/archive_heatmap.png", "plots/qd_curve.png", "data/candidates.parquet"} <= listed
+    with api(stack) as client:  # the flow run's page carries the summary and the elites table
+        artifacts = client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+    kinds = {a["key"]: a for a in artifacts}
+    assert {"evolution-summary", "top-elites"} <= set(kinds)
+    assert tracked["info"]["run_id"] in kinds["evolution-summary"]["data"]
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright's own browser download fails offline
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_browser_run_started_in_the_prefect_ui_shows_in_mlflow(stack, tmp_path):
+    """A person's path: find the deployment in the Prefect UI, start a custom run with a changed parameter, wait
+    for it, follow the summary's link to the MLflow UI and see the run's qd_score there."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("EVOFORGE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{stack.prefect_url}/deployments", wait_until="networkidle")
+        page.screenshot(path=shots / "prefect-deployments.png")
+        page.get_by_role("link", name="nightly").click()
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_text("Custom run").click()
+        page.wait_for_url("**/run?**")
+        # The form is built from RunConfig: each field with its description; the first "Batch Size" is the run's.
+        expect(page.get_by_text("Candidates written per generation (all experts)").first).to_be_visible()
+        page.locator("xpath=//*[normalize-space(text())='Run Name']/following::input[1]").first.fill("from-the-browser")
+        page.locator("xpath=//*[normalize-space(text())='Batch Size (Optional)']/following::input[1]").first.fill("3")
+        page.screenshot(path=shots / "prefect-custom-run.png")
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_url("**tab=Runs")
+        page.get_by_role("link", name="from-the-browser").first.click()
+        page.wait_for_url("**/runs/flow-run/**")
+        flow_run_id = page.url.rstrip("/").split("/")[-1]
+        assert wait_for_state(stack, flow_run_id)["state"]["type"] == "COMPLETED"
+        page.reload(wait_until="networkidle")
+        expect(page.get_by_text("Completed").first).to_be_visible()
+        page.get_by_role("tab", name="Artifacts").click() if page.get_by_role("tab", name="Artifacts").count() \
+            else page.get_by_text("Artifacts", exact=True).click()
+        page.get_by_text("evolution-summary").click()
+        mlflow_link = page.locator(f"a[href^='{stack.mlflow_url}']").first
+        expect(mlflow_link).to_be_visible()
+        page.screenshot(path=shots / "prefect-summary.png")
+        page.goto(mlflow_link.get_attribute("href"), wait_until="load")
+        expect(page.get_by_text("qd_score").first).to_be_visible(timeout=30000)
+        page.screenshot(path=shots / "mlflow-run.png")
+        browser.close()
+    with api(stack) as client:
+        parameters = client.get(f"/flow_runs/{flow_run_id}").json()["parameters"]
+    assert parameters["config"]["batch_size"] == 3  # the edited value reached the flow run
+    tracked = mlflow_run_for(stack, flow_run_id)
+    assert {p["key"]: p["value"] for p in tracked["data"]["params"]}["batch_size"] == "3"
+
+
+def test_prefect_yaml_deployments_run_on_a_process_worker(stack):
+    """The work-pool route (runs last: it stops the runner and replaces `nightly`): deployments/prefect.yaml is
+    registered on a process pool, and a worker runs a flow run of it."""
+    import subprocess
+    import sys
+
+    runner = stack.processes.pop("runner")  # the pool's worker, not the runner, must take the run
+    runner.send_signal(2)
+    runner.wait(60)
+    env = {**stack.env(), "MLFLOW_TRACKING_URI": stack.mlflow_url}
+    bin_dir = Path(sys.executable).parent
+    deployed = subprocess.run([sys.executable, "-m", "deployments.deploy"], env=env, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with api(stack) as client:
+        nightly = client.get("/deployments/name/evolution_run/nightly").json()
+        schedules = client.get(f"/deployments/{nightly['id']}/schedules").json()
+        assert nightly["work_pool_name"] == "evoforge"
+        assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in schedules] == [("0 2 * * *", "Europe/Berlin")]
+        assert nightly["parameters"]["config"]["generations"] == 8
+        created = client.post(f"/deployments/{nightly['id']}/create_flow_run",
+                              json={"parameters": {"config": {**TINY, "run_name": "from-the-pool",
+                                                              "out": str(Path(stack.root) / "runs")}}}).json()
+    worker = subprocess.run([str(bin_dir / "prefect"), "worker", "start", "--pool", "evoforge", "--run-once"],
+                            env=env, capture_output=True, text=True, cwd=stack.root, timeout=600)
+    run = wait_for_state(stack, created["id"], wait=60)
+    assert run["state"]["type"] == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
+    assert json.loads((Path(stack.root) / "runs" / "from-the-pool" / "state.json").read_text())["completed"] == 1

@@ -1,0 +1,139 @@
+"""The mixture-of-experts tournament: its rules on constructed inputs, then the flow on the real model."""
+
+import contextvars
+import threading
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from evoforge.config import TournamentConfig
+from evoforge.experts import Expert, SamplingSettings
+from evoforge.tournament import (
+    external_reward_from_file,
+    load_population,
+    load_spec,
+    prepare_tournament,
+    select_answer,
+    should_stop,
+    task_questions,
+)
+
+
+def tiny(tmp_path, **overrides) -> TournamentConfig:
+    values = dict(
+        instruction="Evaluate the investment viability of AI and biotechnology for a board.",
+        context="The board meets next week.", experts=2, max_new_tokens=12, continue_tokens=4,
+        min_iterations=1, max_iterations=2, reward_threshold=100.0, out=str(tmp_path / "runs"),
+        population_file=str(tmp_path / "population.parquet"),
+    )
+    return TournamentConfig(**{**values, **overrides})
+
+
+def test_select_answer_takes_the_best_unless_exploring():
+    rng = np.random.default_rng(0)
+    scores = np.array([0.2, np.nan, 0.9, 0.5])
+    assert select_answer(scores, 0.0, rng) == (2, False)
+    picks = [select_answer(scores, 1.0, rng) for _ in range(50)]
+    assert all(explored and i in (0, 3) for i, explored in picks)  # exploring never picks the failed (NaN) answer
+    assert select_answer(np.array([np.nan, 0.1]), 1.0, rng) == (1, False)  # nothing else to explore
+
+
+def test_stops_at_threshold_after_minimum_or_at_maximum(tmp_path):
+    config = tiny(tmp_path, min_iterations=2, max_iterations=5, reward_threshold=1.5)
+    assert not should_stop(config, 0, total_reward=3.0)  # the minimum comes first
+    assert should_stop(config, 1, total_reward=1.5)
+    assert not should_stop(config, 2, total_reward=1.0)
+    assert should_stop(config, 4, total_reward=0.0)
+
+
+def test_external_rewards_from_a_file(tmp_path):
+    path = tmp_path / "rewards.txt"
+    path.write_text("0.5\n\n1\nexcellent\n")
+    assert external_reward_from_file(path, 0) == 0.5
+    assert external_reward_from_file(path, 1) is None  # blank line: no reward this iteration
+    assert external_reward_from_file(path, 9) is None
+    with pytest.raises(ValueError, match="line 4: expected a number"):
+        external_reward_from_file(path, 3)
+
+
+def test_task_questions_are_safe_for_braces():
+    questions = task_questions(load_spec(), "Explain {x} in JSON: {\"a\": 1}")
+    assert set(questions) == {"relevance", "coherence"}
+    assert 'Explain {x} in JSON: {"a": 1}' in questions["relevance"].instructions[0]
+
+
+def test_starts_from_a_saved_population_or_an_evolution_runs_experts(tmp_path):
+    config = tiny(tmp_path)
+    fresh = prepare_tournament(config)
+    assert len(fresh.experts) == 2 and all(e.value == 0 for e in fresh.experts)
+    assert all(e.system_prompt in load_spec().personas for e in fresh.experts)
+    # An evolution run's experts.parquet holds every generation: the last one is the population.
+    rows = [Expert(i, "smollm2", SamplingSettings(), "sys", ["a"], value=float(g + i), picks=g).to_row() | {"generation": g}
+            for g in range(3) for i in range(3)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "experts.parquet")
+    experts = load_population(tmp_path / "experts.parquet")
+    assert [e.value for e in experts] == [2.0, 3.0, 4.0]
+    with pytest.raises(FileNotFoundError, match="population"):
+        load_population(tmp_path / "missing.parquet")
+
+
+@pytest.mark.slow
+def test_tournament_flow_learns_values_and_the_next_ask_starts_from_them(prefect_server, backend, tmp_path):
+    from flows.tournament import moe_tournament
+
+    first = moe_tournament(tiny(tmp_path, external_reward=0.5))
+    answers = pd.read_parquet(first["answers_path"])
+    assert set(answers["iteration"]) == {0, 1}
+    assert set(answers["expert_id"]) == {0, 1}  # every expert answered
+    assert answers[["relevance", "coherence", "score"]].stack().between(0, 1).all()
+    selected = answers[answers["selected"]]
+    assert len(selected) == 2 and selected["reward"].ge(0.5).all()  # the external 0.5 is added to each label
+    saved = pd.read_parquet(tmp_path / "population.parquet")
+    assert saved["value"].abs().sum() > 0 and saved["picks"].sum() == 2
+    assert first["values"] == {int(r.expert_id): round(r.value, 4) for r in saved.itertuples()}
+    run = mlflow.get_run(first["mlflow_run_id"])
+    assert {"reward", "total_reward", "expert/0/value"} <= set(run.data.metrics)
+
+    # The second ask starts from the saved values (and keeps its own answers in its own run folder).
+    second_config = tiny(tmp_path, run_name="second", max_iterations=1)
+    assert [e.value for e in prepare_tournament(second_config).experts] == saved["value"].tolist()
+    second = moe_tournament(second_config)
+    assert second["iterations"] == 1 and second["run_dir"] != first["run_dir"]
+
+
+@pytest.mark.slow
+def test_tournament_waits_for_a_persons_reward_in_the_ui(prefect_server, backend, tmp_path):
+    """The flow pauses for input; a person (here: a thread calling Prefect's API, as the UI's Resume form does)
+    types a reward, which is added to the selected answer's reward. Without input it goes on after the timeout."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.tournament import moe_tournament
+
+    def answer_when_paused():
+        with get_client(sync_client=True) as client:
+            for _ in range(600):
+                paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))),
+                    sort=FlowRunSort.START_TIME_DESC, limit=1)
+                if paused:
+                    resume_flow_run(paused[0].id, run_input={"reward": 2.5})
+                    return
+                time.sleep(0.5)
+
+    # The thread runs in a copy of this context: Prefect's settings (the test server's URL) live in contextvars.
+    person = threading.Thread(target=contextvars.copy_context().run, args=(answer_when_paused,), daemon=True)
+    person.start()
+    summary = moe_tournament(tiny(tmp_path, max_iterations=1, wait_for_reward_s=120))
+    person.join(timeout=5)
+    iterations = pd.read_parquet(f"{summary['run_dir']}/iterations.parquet")
+    assert iterations["external_reward"].tolist() == [2.5]
+
+    alone = moe_tournament(tiny(tmp_path, max_iterations=1, wait_for_reward_s=3, run_name="nobody"))
+    iterations = pd.read_parquet(f"{alone['run_dir']}/iterations.parquet")
+    assert iterations["external_reward"].isna().all()  # the timeout passed: no reward, and the run completed
