@@ -346,6 +346,8 @@ def main() -> int:
             backend.option_logprobs(["Is this a test?"], ["yes", "no"])
         if "generation" in chosen:
             bench_generation(backends, domain, args.quick)
+            if _LLAMA:  # closed here: its destructor fails at interpreter exit
+                _LLAMA.pop("model").close()
             bench_decode_bound(backends["bfloat16"], domain, args.quick)
         if "judging" in chosen:
             bench_judging(backends, domain, texts, args.quick)

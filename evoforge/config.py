@@ -75,10 +75,11 @@ class JudgeConfig(_Config):
         description="'logprob': P(first label) from answer-token log-probabilities; 'generative': a 3-digit score "
         "the judge writes (parsed strictly, retried, NaN if never valid); 'label': the more likely label as 1 or 0",
     )
-    calibration: Literal["none", "contextual", "platt", "isotonic"] = Field(
-        "none",
+    calibration: Literal["auto", "none", "contextual", "platt", "isotonic"] = Field(
+        "auto",
         description="Map raw scores before combining: 'contextual' divides out a content-free input's score; "
-        "'platt' / 'isotonic' are fitted on the domain's reference labels",
+        "'platt' / 'isotonic' are fitted on the domain's reference labels; 'auto': platt where the domain has "
+        "reference labels for the question, else none",
     )
 
 

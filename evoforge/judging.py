@@ -126,7 +126,7 @@ class Panel:
             names = [f"judge_{j.name}_{q}" for j in self.judges]
             calibrated = rule.calibrate(raw[names].to_numpy())
             for j, name in enumerate(names):
-                if self.judges[j].calibration != "none":
+                if rule.calibrators[j].method != "none":
                     out[f"raw_{self.judges[j].name}_{q}"] = raw[name].to_numpy()
                 out[name] = calibrated[:, j]
             out[self.columns[q]] = rule.ensemble.combine(calibrated)
@@ -153,20 +153,23 @@ def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Qu
             for q in questions:
                 content_free[q][j] = float(np.nanmean(cf[f"judge_{judge.name}_{q}"]))
     raw_refs = None if references is None else judge_texts(backends, judges, questions, references["text"].tolist())
-    calibrations = [j.calibration for j in judges]
     rules, report = {}, []
     for q in questions:
         has_labels = references is not None and q in references and references[q].notna().any()
         labels = references[q].to_numpy(dtype=float) if has_labels else None
         raw = raw_refs[[f"judge_{j.name}_{q}" for j in judges]].to_numpy() if has_labels else None
+        # 'auto' is Platt scaling where this question has reference labels, else the raw scores.
+        calibrations = [("platt" if has_labels else "none") if j.calibration == "auto" else j.calibration
+                        for j in judges]
         rules[q] = fit_rule(raw, labels, calibrations, content_free[q], combine)
         if has_labels:
-            report += reference_report(q, judges, raw, labels, references["text"].str.len().to_numpy(), content_free[q])
+            report += reference_report(q, judges, raw, labels, references["text"].str.len().to_numpy(),
+                                       content_free[q], calibrations)
     return Panel(judges, questions, rules, columns or {q: q for q in questions}, pd.DataFrame(report))
 
 
 def reference_report(question: str, judges: list[JudgeConfig], raw: np.ndarray, labels: np.ndarray,
-                     lengths: np.ndarray, content_free: list) -> list[dict]:
+                     lengths: np.ndarray, content_free: list, calibrations: list[str]) -> list[dict]:
     """Rows for one question: each judge raw and calibrated, then each combination method over the calibrated
     judges. Fitted steps are scored out of fold (5 folds), so no method is credited for memorising labels."""
     labelled = ~np.isnan(labels)
@@ -175,12 +178,12 @@ def reference_report(question: str, judges: list[JudgeConfig], raw: np.ndarray, 
     for j, judge in enumerate(judges):
         score = raw[:, j]
         calibrated = out_of_fold(
-            lambda s, y, j=j: fit_calibrator(judges[j].calibration, s, y, content_free[j]), score, labels)
+            lambda s, y, j=j: fit_calibrator(calibrations[j], s, y, content_free[j]), score, labels)
         ok = labelled & ~np.isnan(score)
         # Length bias: rank correlation of the score with the text's length (0: none).
         length_bias = pd.Series(score[ok]).corr(pd.Series(lengths[ok]), method="spearman") if ok.sum() > 2 else np.nan
         rows.append({
-            "question": question, "name": judge.name, "kind": judge.kind, "calibration": judge.calibration,
+            "question": question, "name": judge.name, "kind": judge.kind, "calibration": calibrations[j],
             "accuracy_raw": accuracy(score[labelled], labels[labelled]),
             "auc_raw": auc(score[labelled], labels[labelled]),
             "accuracy": accuracy(calibrated[labelled], labels[labelled]),
@@ -189,7 +192,6 @@ def reference_report(question: str, judges: list[JudgeConfig], raw: np.ndarray, 
             "panel_agreement": float(agreement[j]),
             "length_bias": float(length_bias),
         })
-    calibrations = [j.calibration for j in judges]
     for method in COMBINE_METHODS:
         combined = out_of_fold(lambda s, y, m=method: fit_rule(s, y, calibrations, content_free, m), raw, labels)
         rows.append({"question": question, "name": f"combine:{method}", "kind": "panel", "calibration": "",

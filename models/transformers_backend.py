@@ -31,10 +31,16 @@ from models.resolve import resolve_model
 
 
 class PerRowSampling(LogitsProcessor):
-    """Per-row frequency/presence penalties (OpenAI semantics, over the tokens generated so far), temperature
-    and nucleus (top-p) filtering, as one logits processor for a whole batch."""
+    """Per-row frequency/presence penalties (OpenAI semantics, over the tokens generated so far), temperature,
+    nucleus (top-p) filtering and the draw itself, as one logits processor for a whole batch.
 
-    def __init__(self, settings: list[SamplingSettings], prompt_length: int, device: torch.device):
+    It samples here, among each row's `top_k` most likely tokens, and hands generate() a row that is -inf except
+    at the drawn token, so generate() runs greedy and its argmax just reads the draw. That keeps every
+    full-vocabulary pass out of the step but one top-k: a full sort (49k tokens) per row and generate()'s own
+    softmax and multinomial over the whole vocabulary cost as much as the model's forward pass at batch 16.
+    """
+
+    def __init__(self, settings: list[SamplingSettings], prompt_length: int, device: torch.device, top_k: int = 256):
         def column(name):
             return torch.tensor([getattr(s, name) for s in settings], dtype=torch.float32, device=device)[:, None]
 
@@ -43,20 +49,29 @@ class PerRowSampling(LogitsProcessor):
         self.frequency_penalty = column("frequency_penalty")
         self.presence_penalty = column("presence_penalty")
         self.prompt_length = prompt_length
+        self.top_k = top_k
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def penalized(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Scores after the penalties, which touch only the generated tokens: each occurrence costs the
+        frequency penalty, each distinct token the presence penalty once (scatter writes repeated indices once)."""
         scores = scores.float()
         generated = input_ids[:, self.prompt_length :]
         if generated.shape[1]:
-            counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
-            scores = scores - self.frequency_penalty * counts - self.presence_penalty * (counts > 0)
-        scores = scores / self.temperature
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        probs = sorted_scores.softmax(dim=-1)
+            scores = scores.scatter_add(1, generated, (-self.frequency_penalty).expand_as(generated).contiguous())
+            scores = scores.scatter(1, generated, scores.gather(1, generated) - self.presence_penalty)
+        return scores
+
+    def distribution(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's sampling weights over its `top_k` most likely tokens (most likely first) and their ids."""
+        top, index = self.penalized(input_ids, scores).topk(min(self.top_k, scores.shape[-1]), dim=-1)
+        probs = (top / self.temperature).softmax(dim=-1)
         # Drop a token once the mass before it already reaches top_p (the most likely token always stays).
-        drop = (probs.cumsum(dim=-1) - probs) >= self.top_p
-        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-        return torch.empty_like(scores).scatter_(1, order, sorted_scores)
+        return probs.masked_fill((probs.cumsum(dim=-1) - probs) >= self.top_p, 0.0), index
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs, index = self.distribution(input_ids, scores)
+        drawn = index.gather(1, torch.multinomial(probs, 1))
+        return torch.full_like(scores, float("-inf"), dtype=torch.float32).scatter_(1, drawn, 0.0)
 
 
 class PerRowTokenBudget(StoppingCriteria):
@@ -137,10 +152,10 @@ class TransformersBackend:
         prompt_length = batch["input_ids"].shape[1]
         budgets = [s.max_new_tokens for s in settings]
         config = GenerationConfig(
-            do_sample=True,
-            temperature=1.0,  # sampling settings are applied per row by PerRowSampling
-            top_p=1.0,
-            top_k=0,
+            do_sample=False,  # PerRowSampling draws each row's token with its own settings; greedy reads it
+            temperature=None,
+            top_p=None,
+            top_k=None,
             max_new_tokens=max(budgets),
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
