@@ -61,7 +61,11 @@ def publish_summary(state: RunState, summary: dict) -> None:
 
 @flow(name="evolution_run", log_prints=True)
 def evolution_run(config: RunConfig = RunConfig()) -> dict:
-    """Evolve a quality-diversity archive of texts for a domain with a population of LLM experts."""
+    """Evolve a quality-diversity archive of texts for a domain with a population of LLM experts.
+
+    Args:
+        config: The run's settings; a run with an existing run_name resumes after its last completed generation
+    """
     logger = get_run_logger()
     state = prep_dataset(config)
     tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or "",

@@ -76,7 +76,18 @@ def finetune_model(
     out: str = "runs/finetune",
     experiment: str = "evoforge",
 ) -> dict:
-    """Finetune `base_model` on a local data set (`data`) or on the elites of a finished run (`run_dir`)."""
+    """Finetune `base_model` on a local data set (`data`) or on the elites of a finished run (`run_dir`).
+
+    Args:
+        data: A local Parquet / JSONL / JSON / CSV / text file or folder to train on (or give run_dir)
+        run_dir: A finished run's folder (runs/<name>) whose elites to train on (or give data)
+        base_model: The model to tune: an embedded name (smollm2), a .gguf path or a local folder
+        text_column: Column with the text, for plain-text data sets
+        register_as: Registered model name in MLflow (default: evoforge-<domain>, or evoforge-custom)
+        settings: Trainer settings (LoRA or full, epochs, batch size, learning rate, ...)
+        out: Folder for checkpoints
+        experiment: MLflow experiment name
+    """
     if (data is None) == (run_dir is None):
         raise ValueError("pass exactly one of data (a local data set) or run_dir (a run folder with archive.parquet)")
     if run_dir is not None:
@@ -110,7 +121,17 @@ def evaluate_model(
     experiment: str = "evoforge",
 ) -> dict:
     """`model` against `champion` (default: the registry's champion for the domain, else the base model).
-    If `model` is a registered version (`models:/NAME/VERSION`) and wins, the champion alias moves to it."""
+    If `model` is a registered version (`models:/NAME/VERSION`) and wins, the champion alias moves to it.
+
+    Args:
+        domain: A shipped domain (opinions, stories) or a path to a domain YAML
+        model: The model to evaluate: a checkpoint folder, models:/NAME/VERSION, or an embedded name
+        champion: The model to beat (default: the registry's champion, else the base model)
+        settings: Budget, prompting, promotion margin and baselines of the evaluation
+        seed: Random seed shared by every evaluated model
+        out: Folder for the evaluation's run folders and report
+        experiment: MLflow experiment name
+    """
     config = RunConfig(domain=domain, seed=seed, evaluate=settings, experiment=experiment)
     name = finetuning.registered_name(load_domain(domain))
     tracker = Tracker(experiment, f"evaluate-{Path(model).name}", tags={"stage": "evaluate"})

@@ -52,7 +52,11 @@ def wait_for_reward(iteration: int, seconds: int) -> float | None:
 
 @flow(name="moe_tournament", log_prints=True)
 def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
-    """Answer one task with the best of many experts; the experts' values learn who earns reward."""
+    """Answer one task with the best of many experts; the experts' values learn who earns reward.
+
+    Args:
+        config: The task, the experts, the judges, the stopping rule and where rewards come from
+    """
     logger = get_run_logger()
     state = tournament.prepare_tournament(config)
     tags = {"prefect_flow_run_id": flow_run.get_id() or "", "kind": "tournament",

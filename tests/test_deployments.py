@@ -1,0 +1,34 @@
+"""What the Prefect UI's run forms are built from: every parameter of every deployed flow has a description."""
+
+import pytest
+from prefect.utilities.callables import parameter_schema
+
+from flows.evolution import evolution_run
+from flows.finetune import evaluate_model, finetune_model
+from flows.tournament import moe_tournament
+
+
+def undescribed(schema: dict) -> list[str]:
+    """Properties (nested models included) without a description."""
+    missing = []
+    models = {"": schema, **{f"{name}.": d for name, d in schema.get("definitions", {}).items()}}
+    for prefix, model in models.items():
+        for name, prop in model.get("properties", {}).items():
+            if not prop.get("description") and "$ref" not in prop and "allOf" not in prop:
+                missing.append(prefix + name)
+    return missing
+
+
+@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model], ids=lambda f: f.name)
+def test_every_run_form_field_has_a_description(flow):
+    schema = parameter_schema(flow).model_dump_for_openapi()
+    fields = len(schema["properties"]) + sum(len(d.get("properties", {})) for d in schema.get("definitions", {}).values())
+    assert fields >= 6, flow.name  # nested models are checked too (RunConfig alone has 20 fields)
+    assert undescribed(schema) == []
+
+
+def test_limits_reach_the_form():
+    schema = parameter_schema(evolution_run).model_dump_for_openapi()
+    run = schema["definitions"]["RunConfig"]["properties"]
+    assert run["generations"]["minimum"] == 1 and run["generations"]["maximum"] == 100_000
+    assert run["precision"]["enum"] == ["auto", "float32", "bfloat16"]
