@@ -250,9 +250,8 @@ def iteration_metrics(state: TournamentState, record: dict, judged: pd.DataFrame
     return metrics
 
 
-def best_answer(state: TournamentState) -> pd.Series:
+def best_answer(answers: pd.DataFrame) -> pd.Series:
     """The kept answer: among the selected answers, the one with the highest reward, then the highest score."""
-    answers = pd.concat(state.answers, ignore_index=True)
     selected = answers[answers["selected"]]
     return selected.sort_values(["reward", "score"], ascending=False).iloc[0]
 
@@ -268,7 +267,7 @@ def finish_tournament(state: TournamentState) -> dict:
     write_parquet(experts, population)
     iterations = pd.DataFrame(state.iterations).drop(columns=["label_probabilities", "values"])
     write_parquet(iterations, state.root / "iterations.parquet")
-    best = best_answer(state)
+    best = best_answer(answers)
     score_columns = [c for c in (state.panel.columns.values() if state.panel else []) if c in best]
     summary = {
         "run_dir": str(state.root), "task": state.task, "answer": best["text"],
