@@ -32,10 +32,11 @@ class Tracker:
         self.uri = tracking_uri()
         self.client = MlflowClient(self.uri)
         if run_id is None:
-            experiment_id = self._experiment_id(experiment)
-            run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+            self.experiment_id = self._experiment_id(experiment)
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {}).info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
+            self.experiment_id = self.client.get_run(run_id).info.experiment_id
         self.run_id = run_id
 
     def _experiment_id(self, name: str) -> str:
@@ -51,17 +52,15 @@ class Tracker:
 
     def child(self, run_name: str, tags: dict | None = None) -> "Tracker":
         """A nested run under this one (one per generation), so the MLflow UI can compare them side by side."""
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
         tags = {"mlflow.parentRunId": self.run_id, **{k: str(v) for k, v in (tags or {}).items()}}
-        run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         return Tracker("", run_name, run_id=run_id)
 
     def run_url(self) -> str | None:
         """The run's page in the MLflow UI when tracking goes to a server; None for a local database."""
         if not self.uri.startswith("http"):
             return None
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.run_id}"
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in redact(params).items()]

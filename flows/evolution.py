@@ -9,12 +9,11 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
-from prefect.utilities.urls import url_for
 
 from evoforge.config import RunConfig
 from evoforge.run import RunState, add_expert, generation_metrics, open_tracking, summary_markdown, top_elites
 from flows.finetune import evaluate, finetune
+from flows.links import prefect_run_tags
 from models.embedder import load_embedder
 from models.transformers_backend import load_backend
 from tasks.evolution import (
@@ -68,10 +67,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     """
     logger = get_run_logger()
     state = prep_dataset(config)
-    tags = {"prefect_flow_run_id": flow_run.get_id() or "", "prefect_flow_run_name": flow_run.get_name() or "",
-            # url_for knows the UI's route (runs/flow-run/<id>); flow_run.ui_url still gives an older one.
-            "prefect_flow_run_url": url_for("flow-run", obj_id=flow_run.get_id()) or ""}
-    tracker = open_tracking(state, tags=tags)
+    tracker = open_tracking(state, tags=prefect_run_tags())
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
         fit_judges(state, backends, tracker)

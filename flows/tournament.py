@@ -13,12 +13,12 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Running
-from prefect.utilities.urls import url_for
 from pydantic import Field
 
 from evoforge import tournament
 from evoforge.config import TournamentConfig, flat_params
 from evoforge.tracking import Tracker
+from flows.links import prefect_run_tags
 from models.transformers_backend import load_backend
 from tasks.tournament import answer, finish_tournament, judge_answers, select_and_reward
 
@@ -59,9 +59,7 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
     """
     logger = get_run_logger()
     state = tournament.prepare_tournament(config)
-    tags = {"prefect_flow_run_id": flow_run.get_id() or "", "kind": "tournament",
-            "prefect_flow_run_url": url_for("flow-run", obj_id=flow_run.get_id()) or ""}
-    tracker = Tracker(config.experiment, state.root.name, tags=tags)
+    tracker = Tracker(config.experiment, state.root.name, tags={**prefect_run_tags(), "kind": "tournament"})
     tracker.log_params({**flat_params(config), "run_dir": str(state.root.resolve())})
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
