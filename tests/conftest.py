@@ -37,6 +37,15 @@ def backend():
 
 
 @pytest.fixture(scope="session")
+def exact_backend():
+    """float32, for tests that compare two computations: bfloat16 kernels round differently on AMX and AVX-512
+    CPUs (two scoring paths differ by up to 0.06 in log-probability there), float32 agrees to ~1e-5 everywhere."""
+    from models.transformers_backend import load_backend
+
+    return load_backend("smollm2", "float32")
+
+
+@pytest.fixture(scope="session")
 def embedder():
     from models.embedder import load_embedder
 

@@ -46,12 +46,35 @@ def test_same_seed_same_text(backend):
     assert a == b
 
 
-def test_single_token_shortcut_matches_full_scoring(backend):
-    prompts = [backend.chat_prompt("Is the sky blue? Answer yes or no."), backend.chat_prompt("Is fire cold? Answer yes or no.")]
-    fast = backend.option_logprobs(prompts, ["yes", "no"])  # single tokens: one row per prompt
-    full = backend.option_logprobs(prompts, ["yes", "no", "maybe not"])  # multi-token: one row per pair
+def test_single_token_shortcut_matches_full_scoring(exact_backend):
+    exact = exact_backend  # float32: the two paths agree to rounding on every CPU
+    prompts = [exact.chat_prompt("Is the sky blue? Answer yes or no."), exact.chat_prompt("Is fire cold? Answer yes or no.")]
+    fast = exact.option_logprobs(prompts, ["yes", "no"])  # single tokens: one row per prompt
+    full = exact.option_logprobs(prompts, ["yes", "no", "maybe not"])  # multi-token: one row per pair
     assert np.allclose(fast, full[:, :2], atol=1e-4)
     assert (fast < 0).all()
+
+
+def test_bfloat16_paths_agree_within_what_every_bf16_cpu_rounds_to(backend):
+    """In the precision runs use (bfloat16 on BF16 CPUs), the two paths agree only to the kernels' rounding, which
+    differs between AMX and AVX-512 BF16 CPUs (measured up to 0.06 nats on AMX); what a judge reports, the
+    softmax over its options, must still agree closely."""
+    prompts = [backend.chat_prompt("Is the sky blue? Answer yes or no."), backend.chat_prompt("Is fire cold? Answer yes or no.")]
+    fast = backend.option_logprobs(prompts, ["yes", "no"])
+    full = backend.option_logprobs(prompts, ["yes", "no", "maybe not"])[:, :2]
+    assert np.allclose(fast, full, atol=0.25)
+    assert np.allclose(first_label_probability(fast), first_label_probability(full), atol=0.1)
+
+
+def test_precision_auto_follows_the_cpu_flags():
+    """auto picks bfloat16 only where the CPU has BF16 units; an AVX2-only CPU gets the float32 path."""
+    from models.transformers_backend import resolve_precision
+
+    avx2_only = "flags\t\t: fpu sse sse2 avx avx2 fma f16c"
+    assert resolve_precision("auto", avx2_only) == "float32"
+    assert resolve_precision("auto", avx2_only + " avx512f avx512_bf16") == "bfloat16"
+    assert resolve_precision("auto", avx2_only + " amx_tile amx_bf16") == "bfloat16"
+    assert resolve_precision("float32", avx2_only + " amx_bf16") == "float32"
 
 
 def test_judge_ranks_a_positive_opinion_above_a_negative_one(backend, opinions):
@@ -82,10 +105,8 @@ def test_embedder_puts_paraphrases_closer_than_unrelated_text(embedder):
     assert e[0] @ e[1] > e[0] @ e[2]
 
 
-def test_shared_prefix_reuse_gives_the_same_scores(backend, opinions):
-    from models.transformers_backend import load_backend
-
-    exact = load_backend("smollm2", "float32")  # float32: the two paths agree to rounding
+def test_shared_prefix_reuse_gives_the_same_scores(exact_backend, opinions):
+    exact = exact_backend  # float32: the two paths agree to rounding
     texts = opinions.load_pool()[:5]
     for question in (opinions.quality, opinions.axes[0]):
         qp = question_prompts(exact, JudgeConfig(name="c"), question, texts)
