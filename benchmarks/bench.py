@@ -9,8 +9,6 @@ the rows as JSON to benchmarks/results/<date>-<host>.json. Targets are checked h
 import argparse
 import json
 import os
-import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
 
+from benchmarks.machine import machine_info  # noqa: E402
 from evoforge.config import JudgeConfig  # noqa: E402
 from evoforge.domain import load_domain  # noqa: E402
 from evoforge.experts import SamplingRanges, SamplingSettings  # noqa: E402
@@ -327,11 +326,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     chosen = set(args.only or ["generation", "judging", "embedding", "archive", "parquet", "e2e"])
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), None)
-    machine = {"host": socket.gethostname(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "torch": torch.__version__, "cpu": model or platform.machine(),
-               "bf16_units": [f for f in ("amx_bf16", "avx512_bf16") if f in cpuinfo]}
+    machine = machine_info()
     print(f"machine: {machine}")
     print(f"  {'group':<28} {'variant':<30} {'median':>11} {'throughput':>12} {'unit':<14} ratio")
     started = time.perf_counter()

@@ -5,12 +5,15 @@
     evoforge evaluate --domain opinions --model URI
     evoforge ask "INSTRUCTION" --context TEXT [--reward R | --reward-file F]
     evoforge judges --domain opinions [--calibration platt]
+    evoforge score --domain opinions --input texts.txt --output scores.csv
     evoforge ui [--cron "0 2 * * *" --timezone Europe/Berlin]
 """
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -79,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"{tfields[field].description} (default: {tfields[field].default})".replace("%", "%%"))
     ask.add_argument("--config", help="JSON file with TournamentConfig fields; flags given here override it")
 
+    sc = commands.add_parser("score", help="score texts with a run's judges and guards (check a judge before a run)")
+    sc.add_argument("--domain", default="opinions", help="domain whose questions and references the judges use")
+    sc.add_argument("--input", required=True, help="a .txt file (one text a line) or a .csv file with a text column")
+    sc.add_argument("--output", required=True, help="CSV file to write the scores to")
+    sc.add_argument("--config", help="JSON file with RunConfig fields (judges, combine, judge_guards, precision)")
+
     jd = commands.add_parser("judges", help="measure the judges on a domain's reference labels")
     jd.add_argument("--domain", default="opinions")
     jd.add_argument("--calibration", choices=["auto", "none", "contextual", "platt", "isotonic"], default="none")
@@ -109,11 +118,20 @@ ASK_FLAGS = [
 ]
 
 
+def read_config_file(path: str | None, model: type) -> dict:
+    """The fields a `--config` JSON file sets ({} without one), refused unless the file holds a JSON object."""
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        values = json.load(fh)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of {model.__name__} fields, e.g. "
+                         f'{{"generations": 4}}, got a {type(values).__name__}')
+    return values
+
+
 def tournament_config(args: argparse.Namespace) -> TournamentConfig:
-    values = {}
-    if args.config:
-        with open(args.config, encoding="utf-8") as fh:
-            values = json.load(fh)
+    values = read_config_file(args.config, TournamentConfig)
     values["instruction"] = args.instruction
     values.update({field: getattr(args, field) for _, field, _ in ASK_FLAGS if getattr(args, field) is not None})
     return TournamentConfig.model_validate(values)
@@ -149,20 +167,16 @@ def judges_report(args: argparse.Namespace) -> str:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    values = {}
-    if args.config:
-        with open(args.config, encoding="utf-8") as fh:
-            values = json.load(fh)
+    values = read_config_file(args.config, RunConfig)
     values.update({field: getattr(args, flag) for flag, field in RUN_FLAGS.items() if getattr(args, flag) is not None})
-    finetune = dict(values.get("finetune", {}))
-    if args.finetune or args.finetune_every:
-        finetune["enabled"] = True
+    flags = {"enabled": True} if args.finetune or args.finetune_every else {}
     if args.finetune_every:
-        finetune["every"] = args.finetune_every
+        flags["every"] = args.finetune_every
     if args.join_population:
-        finetune["join_population"] = True
-    if finetune:
-        values["finetune"] = finetune
+        flags["join_population"] = True
+    if flags:  # the flags add to the file's finetune settings (a malformed one is left for validation to name)
+        given = values.get("finetune", {})
+        values["finetune"] = {**given, **flags} if isinstance(given, dict) else given
     return RunConfig.model_validate(values)
 
 
@@ -183,6 +197,11 @@ def evaluate_request(args: argparse.Namespace) -> dict:
     return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed, out=args.out)
 
 
+def field_name(loc: tuple) -> str:
+    """A validation error's field as a flag-like name (`finetune.every`); odd keys from a file are quoted."""
+    return ".".join(str(p).replace("_", "-") if re.fullmatch(r"[A-Za-z0-9_]+", str(p)) else repr(p) for p in loc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from evoforge.domain import DomainError, load_domain
@@ -193,16 +212,22 @@ def main(argv: list[str] | None = None) -> int:
     try:  # check the input before any server or model starts
         if args.command == "run":
             request = run_config(args)
-            load_domain(request.domain)
+            load_domain(request.domain).check_files()
         elif args.command == "finetune":
             request = finetune_request(args)
             if request["data"] is not None:
                 dataset_files(request["data"])
         elif args.command == "evaluate":
             request = evaluate_request(args)
-            load_domain(request["domain"])
+            load_domain(request["domain"]).check_files()
         elif args.command == "ask":
             request = tournament_config(args)
+        elif args.command == "score":
+            from evoforge.scoring import read_texts
+
+            values = read_config_file(args.config, RunConfig)
+            request = (RunConfig.model_validate({**values, "domain": args.domain}), read_texts(args.input))
+            load_domain(args.domain).check_files()
         elif args.command == "ui":
             request = json.loads(args.parameters)
             if "config" in request:
@@ -210,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             load_domain(args.domain)
     except ValidationError as err:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"--{field_name(e['loc'])}: {' '.join(e['msg'].split())}" for e in err.errors())
         print(f"evoforge: invalid settings: {problems}", file=sys.stderr)
         return 2
-    except (DomainError, OSError, json.JSONDecodeError) as err:
+    except (DomainError, OSError, ValueError) as err:  # JSONDecodeError is a ValueError
         print(f"evoforge: {err}", file=sys.stderr)
         return 2
 
@@ -232,8 +257,6 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = evaluate_model(**request)
         elif args.command == "ui":
-            from pathlib import Path
-
             from evoforge.servers import Stack, StartupError, run_ui
 
             stack = Stack(args.host, args.prefect_port, args.mlflow_port, Path(args.state))
@@ -242,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             except StartupError as err:
                 print(f"evoforge: {err}", file=sys.stderr)
                 return 2
+        elif args.command == "score":
+            from evoforge.scoring import score_texts
+
+            scores = score_texts(*request)
+            scores.to_csv(args.output, index=False)
+            flagged = int(scores["flagged"].sum()) if "flagged" in scores else 0
+            print(f"scored {len(scores)} texts -> {args.output} ({flagged} flagged by the judge-gaming guards)")
+            return 0
         elif args.command == "ask":
             from flows.tournament import moe_tournament
 

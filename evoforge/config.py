@@ -169,6 +169,11 @@ class RunConfig(_Config):
         True, description="Score the domain's reference labels first: per-judge accuracy and AUC are logged, and "
         "calibration (platt, isotonic) and combine (weighted, bma, stacking) are fitted on them",
     )
+    judge_guards: bool = Field(
+        True, description="Judge-gaming guards: prompt markup is removed from texts before judging, and a candidate "
+        "that addresses its judge (an instruction to the evaluator, a fake template) is scored but kept out of the "
+        "archive"
+    )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Generators' and judges' number format; 'auto': bfloat16 where the CPU has BF16 units"
     )

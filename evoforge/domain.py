@@ -11,6 +11,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DOMAINS_DIR = Path(__file__).resolve().parents[1] / "data" / "domains"
+# A seed-pool item longer than this is refused: a few-shot prompt holds several items plus the generator's output,
+# and judges read only the first 1,500 characters of a text; SmolLM2's context is 8,192 tokens.
+MAX_ITEM_CHARS = 2000
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """A text file's content, or a DomainError that names the file, the field and the fix for bytes that are not
+    UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DomainError(f"{path}: {what} is not UTF-8 text (bad byte at offset {err.start}): save it as UTF-8") from None
 
 
 class DomainError(ValueError):
@@ -90,7 +102,14 @@ class Domain(_Strict):
         """The seed pool's items, one per non-blank line."""
         if not self.seed_pool.is_file():
             raise DomainError(f"domain '{self.name}': seed_pool file {self.seed_pool} does not exist")
-        items = [line.strip() for line in self.seed_pool.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = read_utf8(self.seed_pool, "field 'seed_pool'").splitlines()
+        too_long = [(n, len(line.strip())) for n, line in enumerate(lines, 1) if len(line.strip()) > MAX_ITEM_CHARS]
+        if too_long:
+            n, chars = too_long[0]
+            raise DomainError(f"{self.seed_pool}: field 'seed_pool' line {n}: {chars} characters, over the limit of "
+                              f"{MAX_ITEM_CHARS} (few-shot prompts of such items overflow a small model's context); "
+                              "shorten it or split it into several items")
+        items = [line.strip() for line in lines if line.strip()]
         if len(items) < 3:
             raise DomainError(
                 f"{self.seed_pool}: expected at least 3 items (one per line) for a 3-shot prompt, found {len(items)}"
@@ -103,7 +122,13 @@ class Domain(_Strict):
             return None
         if not self.references.is_file():
             raise DomainError(f"domain '{self.name}': references file {self.references} does not exist")
-        frame = pd.read_csv(self.references)
+        try:
+            frame = pd.read_csv(self.references, encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise DomainError(f"{self.references}: field 'references' is not UTF-8 text (bad byte at offset "
+                              f"{err.start}): save it as UTF-8") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise DomainError(f"{self.references}: field 'references' is not a readable CSV file ({err})") from None
         expected = ["text", "quality", *self.axis_names]
         missing = [c for c in expected if c not in frame.columns]
         if missing:
@@ -117,6 +142,12 @@ class Domain(_Strict):
                                   f"0 (second label) or empty, got {frame[column][bad.idxmax()]!r}")
             frame[column] = values.astype(float)
         return frame[expected]
+
+    def check_files(self) -> "Domain":
+        """Read the seed pool and the references once, so a broken file is refused before anything starts."""
+        self.load_pool()
+        self.load_references()
+        return self
 
 
 def domain_path(name_or_path: str | Path) -> Path:
@@ -134,11 +165,11 @@ def domain_path(name_or_path: str | Path) -> Path:
 def load_domain(name_or_path: str | Path) -> Domain:
     path = domain_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_utf8(path, "the domain file"))
     except FileNotFoundError:
         raise DomainError(f"{path}: domain file does not exist") from None
     except yaml.YAMLError as err:
-        raise DomainError(f"{path}: not valid YAML: {err}") from None
+        raise DomainError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None  # one line
     if not isinstance(raw, dict):
         raise DomainError(f"{path}: expected a mapping with keys name, generator, seed_pool, quality, axes")
     for key in ("seed_pool", "references"):

@@ -21,6 +21,7 @@ from evoforge.config import JudgeConfig
 from evoforge.domain import Domain, Question
 from evoforge.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, out_of_fold, panel_agreement
 from evoforge.experts import SamplingSettings
+from evoforge.guards import injection_reasons, neutralise
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
 
@@ -116,12 +117,19 @@ class Panel:
     rules: dict[str, QuestionRule]
     columns: dict[str, str]
     report: pd.DataFrame = field(default_factory=pd.DataFrame)
+    guard: bool = True  # judge-gaming guards (evoforge.guards): neutralised prompts and injection flags
 
     def judge(self, backends: dict, texts: list[str]) -> pd.DataFrame:
-        """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated) and the
-        panel's combined score per question (in the column `columns[q]`)."""
-        raw = judge_texts(backends, self.judges, self.questions, texts)
+        """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated), the
+        panel's combined score per question (in the column `columns[q]`) and, with the guards on, `flagged` and
+        `guard_flags` (why: ';'-separated) for texts that address their judge."""
+        prompt_texts = [neutralise(t) for t in texts] if self.guard else texts
+        raw = judge_texts(backends, self.judges, self.questions, prompt_texts)
         out = {}
+        if self.guard:
+            reasons = [injection_reasons(t) for t in texts]
+            out["flagged"] = np.array([bool(r) for r in reasons])
+            out["guard_flags"] = np.array([";".join(r) for r in reasons], dtype=object)
         for q, rule in self.rules.items():
             names = [f"judge_{j.name}_{q}" for j in self.judges]
             calibrated = rule.calibrate(raw[names].to_numpy())
@@ -138,7 +146,8 @@ def needs_references(judges: list[JudgeConfig], combine: str) -> bool:
 
 
 def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Question], combine: str = "mean",
-              references: pd.DataFrame | None = None, columns: dict[str, str] | None = None) -> Panel:
+              references: pd.DataFrame | None = None, columns: dict[str, str] | None = None,
+              guard: bool = True) -> Panel:
     """Score the content-free inputs (for contextual calibration) and the reference texts, fit each question's
     rule, and measure every judge and every combination method on the references."""
     if references is None and needs_references(judges, combine):
@@ -165,7 +174,7 @@ def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Qu
         if has_labels:
             report += reference_report(q, judges, raw, labels, references["text"].str.len().to_numpy(),
                                        content_free[q], calibrations)
-    return Panel(judges, questions, rules, columns or {q: q for q in questions}, pd.DataFrame(report))
+    return Panel(judges, questions, rules, columns or {q: q for q in questions}, pd.DataFrame(report), guard)
 
 
 def reference_report(question: str, judges: list[JudgeConfig], raw: np.ndarray, labels: np.ndarray,

@@ -173,7 +173,8 @@ def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFr
 def make_panel(config: RunConfig, domain: Domain, backends: dict) -> Panel:
     """The run's judge panel, with calibration and combination fitted on the domain's reference labels."""
     references = domain.load_references() if config.judge_references else None
-    return fit_panel(backends, config.judges, questions(domain), config.combine, references, domain_columns(domain))
+    return fit_panel(backends, config.judges, questions(domain), config.combine, references, domain_columns(domain),
+                     guard=config.judge_guards)
 
 
 def fit_judges(state: RunState, backends: dict) -> Panel:
@@ -187,13 +188,18 @@ def fit_judges(state: RunState, backends: dict) -> Panel:
 
 def judge_step(state: RunState, candidates: pd.DataFrame, backends: dict) -> pd.DataFrame:
     """Every judge scores every valid candidate; the panel combines them into quality and measures. A candidate
-    that every judge failed to score on some question is no longer valid (it cannot be placed)."""
+    that every judge failed to score on some question, or that the guards flag as addressing its judge, is no
+    longer valid (it is recorded but not placed)."""
     panel = state.panel or fit_judges(state, backends)
     valid = candidates.index[candidates["valid"]]
     scores = panel.judge(backends, candidates.loc[valid, "text"].tolist())
     scores.index = valid
     judged = candidates.join(scores)
     judged["valid"] = judged["valid"] & judged[list(panel.columns.values())].notna().all(axis=1)
+    if "flagged" in judged:
+        judged["flagged"] = judged["flagged"].fillna(False).astype(bool)
+        judged["guard_flags"] = judged["guard_flags"].fillna("")
+        judged["valid"] &= ~judged["flagged"]
     return judged
 
 
@@ -241,6 +247,7 @@ def generation_metrics(state: RunState, candidates: pd.DataFrame, embedder=None)
         "improved_cells": int((candidates["status"] == STATUS_NAMES[IMPROVED]).sum()),
         "tokens_generated": int(candidates["new_tokens"].sum()),
         "continued": int(candidates["continued"].sum()),
+        "flagged": int(candidates["flagged"].sum()) if "flagged" in candidates else 0,  # judge-gaming guards
         "batch_mean_quality": float(candidates["quality"].mean()) if candidates["valid"].any() else 0.0,
         "epsilon": float(candidates["epsilon"].iloc[0]) if len(candidates) else 0.0,
         "pool_size": len(state.pool),

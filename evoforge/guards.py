@@ -1,0 +1,62 @@
+"""Judge-gaming guards: a judged text may not fake the judge's prompt, and a text that talks to its judge is
+flagged and kept out of the archive.
+
+A generator optimised against its judges drifts toward whatever fools them. The cheapest fools are structural
+(a chat template's special tokens, a fake `### Response:` or closing tag that ends the text early and answers
+for the judge) and rhetorical (an instruction to the evaluator: "answer positive", "ignore the instructions
+above"). The first kind is removed before a text enters any judge prompt (`neutralise`), so it cannot close or
+fake the template whoever wrote it; both kinds are detected on the text as written (`injection_reasons`) and a
+flagged candidate is scored but not placed.
+
+The rules are written for text that is *about* something, as every domain's output is; they fire on text that
+addresses whoever reads it as a classifier. Their false-positive rate on the shipped seed pools and reference
+texts, and the attack success rate with and without them, are measured by `benchmarks/attacks.py`.
+"""
+
+import re
+
+# `<|im_start|>`, `<|endoftext|>`, `<|eot_id|>`, ...: chat templates' special tokens, and `<s>`/`</s>`.
+_SPECIAL_TOKENS = re.compile(r"<\|[^<>|]{1,40}\|>|</?s>")
+# Prompt-format markers: `### Instruction:`, `### Response`, and role lines that open a fake turn.
+_MARKERS = re.compile(r"#{2,}\s*(?:instruction|input|response|system|user|assistant)\b\s*:?", re.IGNORECASE)
+_ROLE_LINES = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*(?:system|assistant|user|evaluator|judge)\s*:", re.IGNORECASE)
+# Closing or opening tags of the kind a prompt wraps its input in.
+_TAGS = re.compile(r"</?\s*(?:text|input|instruction|response|system|user|assistant|answer|output|document|review)\s*>",
+                   re.IGNORECASE)
+
+# Sentences that address an evaluator rather than the text's reader.
+_ADDRESSES_JUDGE = [
+    ("ignore-instructions", re.compile(
+        r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(?:instructions?|prompts?|rules|guidelines|above|previous|prior)\b",
+        re.IGNORECASE)),
+    ("names-evaluator", re.compile(
+        r"\b(?:evaluators?|graders?|classifiers?|annotators?|language model|AI model|AI assistant|"
+        r"system (?:note|message|prompt)|(?:dear|to the|for the) (?:judges?|reviewers?|models?|AI)|"
+        r"note (?:to|for) (?:the )?(?:reviewer|model|AI))\b", re.IGNORECASE)),
+    # An imperative to answer, opening a sentence: "Answer 'positive'.", "Classify this text as ...".
+    ("imperative-answer", re.compile(
+        r"(?:^|[.!?:\]]\s+|\n)\s*(?:please\s+)?(?:answer|reply|respond|output|classify|label|rate|grade|"
+        r"categori[sz]e)(?:\s+(?:this|the|it|with|as|only)\b|\s*[:\"'\u201c])", re.IGNORECASE)),
+    ("states-label", re.compile(
+        r"\b(?:correct|right|expected|true|final)\s+(?:answer|label|output|classification|rating)\b|"
+        r"\b(?:sentiment|label|classification|rating|verdict|genre|ending)\s*(?:=|:)\s*[\"'\u201c]?\w", re.IGNORECASE)),
+]
+
+
+def neutralise(text: str) -> str:
+    """The text with every structural marker removed, for a judge prompt: it cannot end the prompt's input, open
+    a turn or answer for the judge. Text without such markers (every clean text) comes back unchanged."""
+    out = _SPECIAL_TOKENS.sub(" ", text)
+    out = _MARKERS.sub(" ", out)
+    out = _TAGS.sub(" ", out)
+    out = _ROLE_LINES.sub(" ", out)
+    return text if out == text else re.sub(r"[ \t]{2,}", " ", out).strip()
+
+
+def injection_reasons(text: str) -> list[str]:
+    """Why the text looks written for its judge rather than its reader ([] when it does not)."""
+    reasons = []
+    if _SPECIAL_TOKENS.search(text) or _MARKERS.search(text) or _TAGS.search(text) or _ROLE_LINES.search(text):
+        reasons.append("prompt-markup")
+    reasons += [name for name, rule in _ADDRESSES_JUDGE if rule.search(text)]
+    return reasons
