@@ -183,6 +183,10 @@ def evaluate_request(args: argparse.Namespace) -> dict:
     return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed, out=args.out)
 
 
+# The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
+FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from evoforge.domain import DomainError, load_domain
@@ -218,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Prefect and torch are imported only once the input is known to be good.
+    if args.command in FLOW_COMMANDS:
+        from evoforge.prefect_api import PrefectUnavailable, ensure_prefect_api
+
+        try:
+            ensure_prefect_api()
+        except PrefectUnavailable as err:  # before the flow starts, so nothing under runs/ is touched
+            print(f"evoforge: {err}", file=sys.stderr)
+            return 2
     try:
         if args.command == "run":
             from flows.evolution import evolution_run
