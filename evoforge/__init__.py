@@ -14,6 +14,7 @@ TELEMETRY_OFF = {
 # Prefect waits 20 s for its temporary server by default; on a cold 2-core machine creating a new database takes
 # longer, and the first `evoforge run` failed. Prefect reads its settings when it is first imported, so this must
 # be set before then: evoforge's entry points import evoforge first. The test harness waits 180 s; stay above it.
+# `evoforge ui` gives its own servers as long.
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_STARTUP_TIMEOUT_S = 300
 

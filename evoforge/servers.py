@@ -23,8 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evoforge import TELEMETRY_OFF
-
+from evoforge import DEFAULT_STARTUP_TIMEOUT_S, TELEMETRY_OFF
 
 
 class StartupError(RuntimeError):
@@ -114,7 +113,7 @@ def _start(stack: Stack, name: str, command: list[str]) -> subprocess.Popen:
     return process
 
 
-def wait_until_healthy(stack: Stack, name: str, url: str, timeout: float = 180) -> None:
+def wait_until_healthy(stack: Stack, name: str, url: str, timeout: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
     process = stack.processes[name]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -159,8 +158,8 @@ STOP_GRACE_S = {"runner": 60, "prefect": 15, "mlflow": 15}
 
 
 def stop(stack: Stack) -> None:
-    """Stop the runner first (it cancels its in-flight flow runs, so none is cut mid-write and left Running), then
-    the servers. SIGTERM, not SIGINT: a process started with SIGINT ignored (e.g. from a script) passes that on to
+    """Stop the runner first (it cancels its in-flight flow runs: each keeps the generations it committed and ends
+    Cancelled, not Running), then the servers. SIGTERM, not SIGINT: a process started with SIGINT ignored (e.g. from a script) passes that on to
     its children, and they would ignore it. What is still there after the grace is killed with its process group."""
     for name in [n for n in ("runner", "prefect", "mlflow") if n in stack.processes]:
         process = stack.processes[name]
@@ -175,7 +174,7 @@ def stop(stack: Stack) -> None:
                 pass
         try:
             os.killpg(process.pid, signal.SIGKILL)  # the leader if it is still there, and anything it left behind
-        except ProcessLookupError:
+        except OSError:  # the group is gone (the usual case)
             pass
         process.wait()
     stack.processes.clear()
@@ -208,5 +207,8 @@ def run_ui(stack: Stack, cron: str, timezone: str, parameters: dict | None = Non
         print("\nstopping ...", flush=True)
         return 0
     finally:
+        # A second Ctrl-C must not cut the stop short and leave the servers running without us; it takes seconds.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         stop(stack)
         lock.close()

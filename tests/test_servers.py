@@ -53,7 +53,7 @@ def api(stack: Stack) -> httpx.Client:
     return httpx.Client(base_url=f"{stack.prefect_url}/api", timeout=30)
 
 
-def deployment_id(stack: Stack, flow: str, name: str, wait: float = 120) -> str:
+def deployment_id(stack: Stack, flow: str, name: str, wait: float = 300) -> str:
     deadline = time.monotonic() + wait
     with api(stack) as client:
         while time.monotonic() < deadline:
@@ -103,7 +103,7 @@ def test_the_scheduler_creates_a_run_that_completes(stack):
     """Catches silent scheduler breakage (e.g. SQLAlchemy 2.1 creates no cron runs at all)."""
     nightly = deployment_id(stack, "evolution_run", "nightly")
     with api(stack) as client:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 480  # a minute of schedule, the scheduler loop (60 s), the runner start: room for 3x
         scheduled = []
         while time.monotonic() < deadline and not scheduled:
             scheduled = client.post("/flow_runs/filter", json={
@@ -112,7 +112,7 @@ def test_the_scheduler_creates_a_run_that_completes(stack):
                 "sort": "START_TIME_ASC", "limit": 1,
             }).json()
             time.sleep(2)
-        assert scheduled, "the every-minute schedule started no run within 4 minutes"
+        assert scheduled, "the every-minute schedule started no run within 8 minutes"
         run = wait_for_state(stack, scheduled[0]["id"])
         # Stop the every-minute schedule: the other tests get the machine to themselves.
         client.patch(f"/deployments/{nightly}", json={"paused": True})
@@ -206,6 +206,7 @@ def test_the_runner_stops_within_seconds_with_a_run_in_flight_and_the_run_resume
     nightly = deployment_id(stack, "evolution_run", "nightly")
     config = {**TINY, "generations": 100, "run_name": "interrupted", "out": str(Path(stack.root) / "runs")}
     with api(stack) as client:
+        client.patch(f"/deployments/{nightly}", json={"paused": True})  # no scheduled run takes the one slot
         created = client.post(f"/deployments/{nightly}/create_flow_run", json={"parameters": {"config": config}})
     state_file = Path(stack.root) / "runs" / "interrupted" / "state.json"
     deadline = time.monotonic() + 600
