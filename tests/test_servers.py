@@ -217,7 +217,7 @@ def test_the_runner_stops_within_seconds_with_a_run_in_flight_and_the_run_resume
     runner.send_signal(signal.SIGTERM)
     # Prefect gives a flow run 30 s to exit after SIGTERM before killing it; on any machine the runner is done well
     # before this bound, where before it waited for the run (up to 100 generations) or left it Running.
-    runner.wait(120)
+    assert runner.wait(120) == 0
     run = wait_for_state(stack, created.json()["id"], wait=60)
     assert run["state"]["type"] in ("CANCELLED", "CRASHED"), run["state"]
     committed = json.loads(state_file.read_text())["completed"]
