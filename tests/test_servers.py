@@ -103,7 +103,8 @@ def test_the_scheduler_creates_a_run_that_completes(stack):
     """Catches silent scheduler breakage (e.g. SQLAlchemy 2.1 creates no cron runs at all)."""
     nightly = deployment_id(stack, "evolution_run", "nightly")
     with api(stack) as client:
-        deadline = time.monotonic() + 480  # a minute of schedule, the scheduler loop (60 s), the runner start: room for 3x
+        # A minute of schedule, the scheduler's 60 s loop and the runner's start, with room for a 3x slower machine.
+        deadline = time.monotonic() + 480
         scheduled = []
         while time.monotonic() < deadline and not scheduled:
             scheduled = client.post("/flow_runs/filter", json={
@@ -239,7 +240,8 @@ def test_ui_stops_within_seconds_when_started_with_sigint_ignored(tmp_path):
     prefect_port, mlflow_port = free_port(), free_port()
     ui = [sys.executable, "-m", "evoforge.cli", "ui", "--prefect-port", str(prefect_port), "--mlflow-port",
           str(mlflow_port), "--state", str(tmp_path / ".state"), "--cron", ""]
-    ignoring = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.executable, sys.argv[1:])"
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, sys.argv[1:])")  # exec keeps an ignored signal ignored
     process = subprocess.Popen([sys.executable, "-c", ignoring, *ui], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -270,7 +272,7 @@ def test_prefect_yaml_deployments_run_on_a_process_worker(stack):
     registered on a process pool, and a worker runs a flow run of it."""
     runner = stack.processes.pop("runner")  # the pool's worker, not the runner, must take the run
     runner.send_signal(signal.SIGTERM)
-    runner.wait(120)  # it exits within seconds, runs in flight or not (see the test above); the bound allows a slow machine
+    runner.wait(120)  # it exits within seconds, runs in flight or not (see the test above); room for a slow machine
     env = {**stack.env(), "MLFLOW_TRACKING_URI": stack.mlflow_url}
     bin_dir = Path(sys.executable).parent
     deployed = subprocess.run([sys.executable, "-m", "deployments.deploy"], env=env, capture_output=True, text=True,
