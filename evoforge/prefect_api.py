@@ -25,8 +25,10 @@ def ensure_prefect_api(health_timeout_s: float = 30) -> str:
     settings = get_current_settings()
     url = settings.api.url
     if url:
+        key = settings.api.key  # Prefect Cloud's health check, as Prefect's own client sends it
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
         try:
-            response = httpx.get(f"{url.rstrip('/')}/health", timeout=health_timeout_s)
+            response = httpx.get(f"{url.rstrip('/')}/health", headers=headers, timeout=health_timeout_s)
             response.raise_for_status()
         except httpx.HTTPError as err:
             reason = str(err).splitlines()[0] or type(err).__name__

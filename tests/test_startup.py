@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import HARNESS_STARTUP_TIMEOUT_S
 
 from evoforge import STARTUP_TIMEOUT_ENV
@@ -69,3 +71,13 @@ def test_a_prefect_server_that_cannot_be_reached_is_one_line_and_exit_2_and_runs
 
     assert snapshot(tmp_path / "runs") == before
     assert prepare_run(RunConfig(**settings)).completed == 0  # still the same run, and resumable
+
+
+@pytest.mark.slow
+def test_a_server_that_prefect_api_url_names_is_used_when_it_answers(prefect_server):
+    from prefect.settings import PREFECT_API_URL
+
+    from evoforge.prefect_api import ensure_prefect_api
+
+    assert PREFECT_API_URL.value()  # the harness points this process at its own server
+    assert ensure_prefect_api() == PREFECT_API_URL.value()
