@@ -272,8 +272,12 @@ def test_ui_started_with_sigint_ignored_stops_within_seconds_with_a_run_in_fligh
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on {port}"
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed check: stop it (and its servers) all the same, or kill it
+            process.terminate()
+            try:
+                process.wait(120)
+            except subprocess.TimeoutExpired:
+                process.kill()
     # The Prefect server is stopped: its database says how the run ended.
     with sqlite3.connect(tmp_path / ".state" / "prefect" / "prefect.db") as db:
         (state,) = db.execute("SELECT state_type FROM flow_run WHERE id = ?", (flow_run_id,)).fetchone()
