@@ -4,12 +4,18 @@
 
 `evoforge ui` starts it beside the Prefect and MLflow servers. With a work pool instead, see
 `deployments/prefect.yaml`.
+
+SIGINT (Ctrl-C) or SIGTERM stops it within seconds even with flow runs in flight: each such run is cancelled (its
+process gets SIGTERM, its state becomes Cancelled, "Runner is shutting down."), keeps what it committed, and an
+evolution run resumes after its last completed generation when started again with the same run_name.
 """
 
 import argparse
+import asyncio
 import json
+import signal
 
-from prefect import serve
+from prefect.runner import Runner
 from prefect.schedules import Cron
 
 from flows.evolution import evolution_run
@@ -44,7 +50,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timezone", default=TIMEZONE, help=f"time zone of the schedule (default: {TIMEZONE})")
     parser.add_argument("--parameters", default="{}", help="JSON default parameters of the nightly run")
     args = parser.parse_args(argv)
-    serve(*deployments(args.cron, args.timezone, json.loads(args.parameters)), print_starting_message=True)
+    served = deployments(args.cron, args.timezone, json.loads(args.parameters))
+    # As prefect.serve does, but serve() leaves flow runs in flight as they are when the runner stops: on SIGINT the
+    # runner exited within seconds and left its run Running; Prefect's own SIGTERM handler calls stop() from inside
+    # the event loop, where it returns an un-awaited coroutine.
+    runner = Runner(pause_on_shutdown=True)
+    for deployment in served:
+        runner.add_deployment(deployment)
+    print(f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in served)}; Ctrl-C or SIGTERM stops", flush=True)
+    asyncio.run(serve_until_signalled(runner))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def serve_until_signalled(runner: Runner) -> None:
+    """Run the runner until SIGINT or SIGTERM, then cancel its in-flight flow runs and let it shut down."""
+    loop = asyncio.get_running_loop()
+    serving = asyncio.create_task(runner.start())
+    # runner.start() installs Prefect's SIGTERM handler in its first step, before its first await: let it run that
+    # far, then replace it. These handlers also override a SIGINT ignored by whoever started this process.
+    await asyncio.sleep(0)
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
+        stopping.cancel()
+        return serving.result()
+    if runner.started:
+        # Cancels every in-flight flow run (SIGTERM to its process, SIGKILL after Prefect's 30 s grace, then state
+        # Cancelled) and stops polling; runner.start() then pauses the schedules and returns.
+        await runner.astop()
+        await serving
+    else:  # still connecting: no flow run can be in flight yet
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
 
 
 if __name__ == "__main__":

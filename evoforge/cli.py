@@ -202,6 +202,10 @@ def field_name(loc: tuple) -> str:
     return ".".join(str(p).replace("_", "-") if re.fullmatch(r"[A-Za-z0-9_]+", str(p)) else repr(p) for p in loc)
 
 
+# The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
+FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from evoforge.domain import DomainError, load_domain
@@ -243,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Prefect and torch are imported only once the input is known to be good.
+    if args.command in FLOW_COMMANDS:
+        from evoforge.prefect_api import PrefectUnavailable, ensure_prefect_api
+
+        try:
+            ensure_prefect_api()
+        except PrefectUnavailable as err:  # before the flow starts, so nothing under runs/ is touched
+            print(f"evoforge: {err}", file=sys.stderr)
+            return 2
     try:
         if args.command == "run":
             from flows.evolution import evolution_run

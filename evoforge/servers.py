@@ -5,8 +5,9 @@
                                      to it over HTTP
     runner   python -m deployments.serve: the nightly evolution run and the on-demand flows
 
-Each is a child process in its own process group with its log under <state>/logs/. Ctrl-C stops the runner first
-(so no flow run is cut mid-write), then the servers. A taken port or a second `evoforge ui` on the same state
+Each is a child process in its own process group with its log under <state>/logs/. Ctrl-C or SIGTERM stops the
+runner first (it cancels its in-flight flow runs, which keep what they committed), then the servers, each within
+seconds. A taken port or a second `evoforge ui` on the same state
 folder is refused before anything starts, so neither database is touched twice.
 """
 
@@ -22,13 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TELEMETRY_OFF = {
-    "DO_NOT_TRACK": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "HF_HUB_OFFLINE": "1",
-}
+from evoforge import DEFAULT_STARTUP_TIMEOUT_S, TELEMETRY_OFF
 
 
 class StartupError(RuntimeError):
@@ -58,6 +53,7 @@ class Stack:
         return {
             **os.environ,
             **TELEMETRY_OFF,
+            "HF_HUB_OFFLINE": "1",
             "PREFECT_HOME": str(prefect_home),
             "PREFECT_API_URL": f"{self.prefect_url}/api",
             "PREFECT_UI_URL": self.prefect_url,
@@ -117,7 +113,7 @@ def _start(stack: Stack, name: str, command: list[str]) -> subprocess.Popen:
     return process
 
 
-def wait_until_healthy(stack: Stack, name: str, url: str, timeout: float = 180) -> None:
+def wait_until_healthy(stack: Stack, name: str, url: str, timeout: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
     process = stack.processes[name]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,22 +152,31 @@ def start_runner(stack: Stack, cron: str, timezone: str, parameters: dict | None
                                     "--timezone", timezone, "--parameters", json.dumps(parameters or {})])
 
 
-def stop(stack: Stack, grace: float = 30) -> None:
-    """Stop the runner first, then the servers: SIGINT, then SIGTERM, then SIGKILL for what is still there."""
-    order = [n for n in ("runner", "prefect", "mlflow") if n in stack.processes]
-    for name in order:
+# How long each process may take to stop after SIGTERM before it is killed. The runner cancels its in-flight flow
+# runs first (each usually exits within seconds; Prefect kills one after 30 s), so it gets more.
+STOP_GRACE_S = {"runner": 60, "prefect": 15, "mlflow": 15}
+
+
+def stop(stack: Stack) -> None:
+    """Stop the runner first (it cancels its in-flight flow runs: each keeps the generations it committed and ends
+    Cancelled, not Running), then the servers. SIGTERM, not SIGINT: a process started with SIGINT ignored (e.g. from a script) passes that on to
+    its children, and they would ignore it. What is still there after the grace is killed with its process group."""
+    for name in [n for n in ("runner", "prefect", "mlflow") if n in stack.processes]:
         process = stack.processes[name]
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            if process.poll() is not None:
-                break
+        # The runner alone: it signals its flow runs itself, after telling them it is a cancellation. The servers
+        # with their process groups (their workers).
+        send = os.kill if name == "runner" else os.killpg
+        if process.poll() is None:
             try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
+                send(process.pid, signal.SIGTERM)
+                process.wait(STOP_GRACE_S[name])
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the leader if it is still there, and anything it left behind
+        except OSError:  # the group is gone (the usual case)
+            pass
+        process.wait()
     stack.processes.clear()
 
 
@@ -202,5 +207,8 @@ def run_ui(stack: Stack, cron: str, timezone: str, parameters: dict | None = Non
         print("\nstopping ...", flush=True)
         return 0
     finally:
+        # A second Ctrl-C must not cut the stop short and leave the servers running without us; it takes seconds.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         stop(stack)
         lock.close()

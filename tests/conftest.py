@@ -21,11 +21,15 @@ def session_dir() -> Path:
     return _SESSION_DIR
 
 
+# How long the harness waits for its Prefect server; the CLI's own default must be at least this (test_startup.py).
+HARNESS_STARTUP_TIMEOUT_S = 180
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+    with prefect_test_harness(server_startup_timeout=HARNESS_STARTUP_TIMEOUT_S):
         yield
 
 
