@@ -13,6 +13,7 @@ writes JSON to benchmarks/results/<date>-<host>-attacks.json.
 """
 
 import argparse
+from dataclasses import replace
 import json
 import socket
 import sys
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.machine import machine_info  # noqa: E402
 from evoforge.config import RunConfig  # noqa: E402
 from evoforge.domain import load_domain  # noqa: E402
-from evoforge.guards import injection_reasons  # noqa: E402
+from evoforge.guards import injection_reasons, neutralise  # noqa: E402
 from evoforge.run import make_panel  # noqa: E402
 from models.transformers_backend import load_backend, resolve_precision  # noqa: E402
 
@@ -42,13 +43,16 @@ def attack_outcomes(domain_name: str, precision: str) -> pd.DataFrame:
     attacks = pd.read_csv(ROOT / "data" / "attacks" / f"{domain_name}.csv")
     config = RunConfig(domain=domain_name, precision=precision)
     backends = {j.model: load_backend(j.model, precision) for j in config.judges}
-    panel = make_panel(config, domain, backends)
+    panel = replace(make_panel(config, domain, backends), guard=False)  # a copy: make_panel's may be shared
     clean = attacks["clean"].drop_duplicates().tolist()
     texts = clean + attacks["text"].tolist()
-    scores = {}
-    for guard in (False, True):
-        panel.guard = guard
-        scores[guard] = panel.judge(backends, texts)
+    # With the guards on the panel judges the neutralised text: score every distinct prompt text once.
+    distinct = list(dict.fromkeys(texts + [neutralise(t) for t in texts]))
+    scored = panel.judge(backends, distinct)
+    scored.index = distinct
+    scores = {False: scored.loc[texts].reset_index(drop=True),
+              True: scored.loc[[neutralise(t) for t in texts]].reset_index(drop=True)}
+    scores[True]["guard_flags"] = [";".join(injection_reasons(t)) for t in texts]
     labels = {"quality": domain.quality.labels[0], **{a.name: a.labels[0] for a in domain.axes}}
     rows = []
     for i, attack in attacks.iterrows():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from evoforge.budget import BudgetConfig
 from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig, TournamentConfig
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--finetune", action="store_true", help="finetune on the elites and evaluate after the last generation")
     run.add_argument("--finetune-every", type=int, metavar="K", help="also finetune every K generations")
     run.add_argument("--join-population", action="store_true", help="a tuned model joins the experts as a backend")
+    for field, info in BudgetConfig.model_fields.items():  # budget.max_tokens -> --max-tokens, ...
+        kind = int if "int" in str(info.annotation) else float
+        run.add_argument(f"--{field.replace('_', '-')}", dest=f"budget_{field}", type=kind, default=None,
+                         help=f"budget: {info.description}; the run stops before the next generation once it is spent")
 
     ft = commands.add_parser("finetune", help="finetune a model on a local data set or on a run's elites")
     source = ft.add_mutually_exclusive_group(required=True)
@@ -169,6 +174,10 @@ def judges_report(args: argparse.Namespace) -> str:
 def run_config(args: argparse.Namespace) -> RunConfig:
     values = read_config_file(args.config, RunConfig)
     values.update({field: getattr(args, flag) for flag, field in RUN_FLAGS.items() if getattr(args, flag) is not None})
+    budget = {f: getattr(args, f"budget_{f}") for f in BudgetConfig.model_fields if getattr(args, f"budget_{f}") is not None}
+    if budget:
+        given = values.get("budget", {})
+        values["budget"] = {**given, **budget} if isinstance(given, dict) else given
     flags = {"enabled": True} if args.finetune or args.finetune_every else {}
     if args.finetune_every:
         flags["every"] = args.finetune_every
@@ -297,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evoforge: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
+    if summary.get("stopped_by"):
+        print(f"evoforge: run {summary['run_name']} stopped by its budget ({summary['stopped_by']}) after "
+              f"{summary['generations']} generations; run it again (same --run-name) with a larger budget to resume",
+              file=sys.stderr)
     return 0
 
 

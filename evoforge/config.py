@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evoforge.budget import BudgetConfig
 from evoforge.experts import RewardScheme, SamplingRanges
 
 
@@ -191,6 +192,13 @@ class RunConfig(_Config):
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    task_retries: int = Field(
+        3, ge=0, le=10, description="Retries (with backoff) of a generation's model-calling tasks after an error"
+    )
+    task_timeout_s: float = Field(
+        3600, gt=0, description="Seconds a generation's model-calling task may take before it is stopped and retried"
+    )
     experiment: str = Field("evoforge", min_length=1, description="MLflow experiment name")
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ import pandas as pd
 
 from evoforge import plots
 from evoforge.archive import IMPROVED, NEW_CELL, STATUS_NAMES, QDArchive
+from evoforge.budget import SPENT_BY
 from evoforge.config import RunConfig, flat_params
 from evoforge.domain import Domain, load_domain
 from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
@@ -105,7 +106,8 @@ def _check_resumable(store: RunStore, config: RunConfig) -> None:
     """A run resumes only with the configuration it started with; only `generations` may change (to extend it)."""
     before = json.loads((store.root / "config.json").read_text())
     now = config.model_dump(mode="json")
-    may_change = {"generations", "run_name", "finetune", "evaluate"}  # they do not change what was already done
+    # They do not change what was already done (a larger budget or more generations extend the run).
+    may_change = {"generations", "run_name", "finetune", "evaluate", "budget", "task_retries", "task_timeout_s"}
     differing = sorted(k for k in now if k not in may_change and before.get(k) != now[k])
     if differing:
         raise ResumeError(
@@ -248,6 +250,9 @@ def generation_metrics(state: RunState, candidates: pd.DataFrame, embedder=None)
         "tokens_generated": int(candidates["new_tokens"].sum()),
         "continued": int(candidates["continued"].sum()),
         "flagged": int(candidates["flagged"].sum()) if "flagged" in candidates else 0,  # judge-gaming guards
+        # Judgements made: every scored text x judge x question (the judge-call budget counts these).
+        "judge_calls": int(candidates["quality"].notna().sum()) * len(state.config.judges) * len(questions(state.domain))
+        if "quality" in candidates else 0,
         "batch_mean_quality": float(candidates["quality"].mean()) if candidates["valid"].any() else 0.0,
         "epsilon": float(candidates["epsilon"].iloc[0]) if len(candidates) else 0.0,
         "pool_size": len(state.pool),
@@ -288,7 +293,8 @@ def record_step(
         child.log_metrics(metrics, step=generation)
         child.finish("FINISHED")
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
-    state.history.append({"generation": generation, **{k: metrics[k] for k in headline}})
+    spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.budget)
+    state.history.append({"generation": generation, **{k: metrics[k] for k in (*headline, *spending)}})
     state.completed = generation + 1
     state.store.write_state(
         {"completed": state.completed, "next_cid": state.next_cid, "mlflow_run_id": state.mlflow_run_id,

@@ -8,8 +8,11 @@ Annotations here stay real (no postponed-annotations import): Prefect builds the
 import time
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed
+from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from evoforge.budget import exhausted as budget_exhausted
 from evoforge.config import RunConfig
 from evoforge.run import RunState, add_expert, generation_metrics, open_tracking, summary_markdown, top_elites
 from flows.finetune import evaluate, finetune
@@ -30,16 +33,21 @@ from tasks.evolution import (
 # The state is a live in-process object (archive, experts, models): it is passed by reference, not validated.
 @flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
 def generation(state: RunState, number: int, backends: dict, tracker) -> dict:
+    # The model-calling steps are retried with backoff: they are deterministic for a generation (seeded by it)
+    # and change no state, so a transient backend error costs a retry, not the night's run.
+    retry = dict(retries=state.config.task_retries, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+                 timeout_seconds=state.config.task_timeout_s)
     started = time.perf_counter()
-    candidates = generate_candidates(state, number, backends)
+    candidates = generate_candidates.with_options(**retry)(state, number, backends)
     generated = time.perf_counter()
-    judged = judge_candidates(state, candidates, backends)
+    judged = judge_candidates.with_options(**retry)(state, candidates, backends)
     judged_at = time.perf_counter()
     outcome = update_archive(state, judged, number)
     archived = time.perf_counter()
     metrics = generation_metrics(state, outcome, embedder=load_embedder())
     metrics.update(
-        seconds_generate=generated - started, seconds_judge=judged_at - generated, seconds_archive=archived - judged_at
+        seconds_generate=generated - started, seconds_judge=judged_at - generated, seconds_archive=archived - judged_at,
+        seconds_total=time.perf_counter() - started,
     )
     record_generation(state, number, outcome, metrics, tracker)
     get_run_logger().info(
@@ -74,18 +82,29 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune
+        stopped_by = None
         for number in range(state.completed, config.generations):
+            stopped_by = budget_exhausted(config.budget, state.history)
+            if stopped_by:  # at a generation boundary: everything so far is committed, a larger budget resumes
+                logger.warning("run %s stopped by its budget before generation %d: %s", state.run_name, number,
+                               stopped_by)
+                tracker.set_tags({"stopped_by": stopped_by})
+                break
             generation(state, number, backends, tracker)
             if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
                 tuned = finetune(state, tracker, tag=f"g{number:04d}")
                 if ft.join_population and "checkpoint" in tuned:
                     backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision)
                     add_expert(state, tuned["checkpoint"])
-        if ft.enabled:
+        if ft.enabled and not stopped_by:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:
                 evaluate(state, tracker, tuned)
         summary = finish_run(state, tracker)
     publish_summary(state, summary)
     logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])
+    if stopped_by:
+        summary["stopped_by"] = stopped_by
+        return Completed(message=f"stopped by budget {stopped_by} after {state.completed} of {config.generations} "
+                                 "generations; run again with a larger budget to resume", data=summary)
     return summary
