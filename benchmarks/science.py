@@ -36,7 +36,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = ["target", "lmx", "zero_shot", "fixed_few_shot"]
+METHODS = ["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot"]
 BASELINE = "zero_shot"
 METRICS = ["qd_score", "coverage", "mean_quality", "max_quality", "candidate_mean_quality", "elite_diversity",
            "heldout_agreement", "heldout_same_cell", "wall_s", "qd_per_hour"]
@@ -188,19 +188,21 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny variant that checks the benchmark works (minutes)")
     p.add_argument("--domains", nargs="+", default=None, help="default: opinions stories jaws (quick: jaws)")
-    p.add_argument("--methods", nargs="+", default=None, choices=["target", "lmx", "zero_shot", "fixed_few_shot", "niche"],
+    p.add_argument("--methods", nargs="+", default=None, choices=["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot", "niche"],
                    help=f"default: {' '.join(METHODS)} (quick: target zero_shot)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (quick: 0 1)")
     p.add_argument("--generations", type=int, default=None, help="default 8 (quick 2)")
     p.add_argument("--batch-size", type=int, default=None, help="default 16 (quick 4)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 48 (quick 16)")
+    p.add_argument("--tag", default="", help="suffix of the results files' name (e.g. '-part2')")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's own). On a machine whose cores other jobs also use, 1 is "
                    "much faster than 2: measured 7-9 s vs 38-66 s for one batch on 2 shared cores")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and PNG")
-    p.add_argument("--report", default=None, metavar="JSON",
-                   help="no runs: summarise, plot and print an earlier results file (e.g. one stopped early)")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="no runs: summarise, plot and print earlier results files (one stopped early, or several "
+                   "run at the same budget, e.g. a method added later; the first file's name is kept)")
     args = p.parse_args(argv)
     quick = args.quick
     args.domains = args.domains or (["jaws"] if quick else ["opinions", "stories", "jaws"])
@@ -209,14 +211,20 @@ def parse_args(argv=None):
     args.generations = args.generations or (2 if quick else 8)
     args.batch_size = args.batch_size or (4 if quick else 16)
     args.max_new_tokens = args.max_new_tokens or (16 if quick else 48)
-    if BASELINE not in args.methods:
-        p.error(f"--methods: include {BASELINE} (random search), the baseline every ratio is taken against")
     return args
 
 
-def report(path: Path) -> dict:
-    """Summary, table and plot again from a results file's runs (a benchmark stopped early keeps its runs)."""
-    payload = json.loads(path.read_text())
+def report(paths: list[Path]) -> dict:
+    """Summary, table and plot again from results files' runs (a benchmark stopped early keeps its runs; files
+    of the same budget combine, e.g. a method run later), written over the first file."""
+    payloads = [json.loads(p.read_text()) for p in paths]
+    if any(p["budget"] != payloads[0]["budget"] for p in payloads):
+        raise SystemExit(f"--report: the files ran at different budgets {[p['budget'] for p in payloads]}; "
+                         "combine only runs of one budget")
+    payload, path = payloads[0], paths[0]
+    payload["runs"] = [run for p in payloads for run in p["runs"]]
+    payload["methods"] = list(dict.fromkeys(m for p in payloads for m in p["methods"]))
+    payload["seconds"] = sum(p["seconds"] for p in payloads)
     runs = pd.DataFrame(payload["runs"])
     summary = summarise(runs)
     plot = qd_plot(runs, payload["budget"]["batch_size"], path.with_suffix(".png"))
@@ -229,7 +237,7 @@ def report(path: Path) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.report:
-        return report(Path(args.report))
+        return report([Path(p) for p in args.report])
     out = Path(args.out or tempfile.mkdtemp(prefix="evoforge-science-"))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
@@ -252,7 +260,7 @@ def main(argv=None) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    name = f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-science{'-quick' if args.quick else ''}"
+    name = f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-science{'-quick' if args.quick else ''}{args.tag}"
     heldout_panels, records = {}, []
     # Seed-major order: after each seed every domain and method has the same number of runs, and the results
     # written after each run are a usable (smaller) benchmark if it is stopped early.

@@ -43,7 +43,8 @@ def plan_candidates(
     search: 'lmx' mutates the expert's genotype once per candidate; 'fixed_few_shot' keeps it; 'zero_shot' uses
     no examples; 'niche' asks, in the chat format, for a random niche of the grid (what a tuned model learnt);
     'target' aims each candidate at one cell, with the elites nearest to it as named examples (see
-    `evoforge.targeting`).
+    `evoforge.targeting`); 'target_zero_shot' aims at a cell the same way but with no examples, only the niche
+    named on the open line.
     """
     plans = []
     g = domain.generator
@@ -53,11 +54,12 @@ def plan_candidates(
             if search == "niche":
                 plans.append(Plan(expert, "niche", [], niche_prompt(domain, random_niche(domain, rng)), chat=True))
                 continue
-            if search == "target":
-                target, examples = target_genotype(domain, pool, elites, len(expert.genotype), rng)
+            if search in ("target", "target_zero_shot"):
+                shots = len(expert.genotype) if search == "target" else 0
+                target, examples = target_genotype(domain, pool, elites, shots, rng)
                 wish = niche_wish(domain, list(target))
                 prompt = labelled_prompt(expert.system_prompt, g.template, examples, wish, g.separator)
-                plans.append(Plan(expert, "target", [text for text, _ in examples], prompt))
+                plans.append(Plan(expert, search, [text for text, _ in examples], prompt))
                 continue
             if search == "lmx":
                 mutation, genotype = mutate(expert.genotype, pool, elites, domain.axis_names, near_probability, rng)

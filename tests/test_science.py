@@ -49,3 +49,19 @@ def test_ratio_interval_and_t_interval_on_known_numbers():
     assert ratio == low == high == 1.5
     ratio, low, high = science.ratio_interval([2.0, 4.0], [1.0, 3.0], np.random.default_rng(0))
     assert ratio == 1.5 and low < 1.5 < high
+
+
+def test_runs_in_one_process_share_a_fitted_panel_only_when_judges_domain_and_models_match():
+    from evoforge.config import JudgeConfig, RunConfig
+    from evoforge.domain import load_domain
+    from evoforge.run import make_panel
+
+    backends = {"smollm2": object()}  # nothing is scored: no references, no contextual calibration
+    config = RunConfig(judge_references=False)
+    domain = load_domain("opinions")
+    panel = make_panel(config, domain, backends)
+    assert make_panel(config.model_copy(update={"seed": 7, "search": "target"}), domain, backends) is panel
+    assert make_panel(config, domain, {"smollm2": object()}) is not panel  # another loaded model
+    assert make_panel(config, load_domain("jaws"), backends) is not panel
+    other = config.model_copy(update={"judges": [JudgeConfig(name="solo")]})
+    assert make_panel(other, domain, backends).judges == other.judges

@@ -114,3 +114,16 @@ def test_target_search_plans_named_niches(opinions):
         assert sorted(plan.genotype) == ["x", "y", "z"] and not plan.chat
         assert plan.prompt.startswith("Opinions.\n\n") and plan.prompt.rstrip().endswith(":")
         assert ", one whose sentiment is " in plan.prompt.splitlines()[-1]
+
+
+def test_target_zero_shot_names_the_target_without_examples(opinions):
+    rng = np.random.default_rng(2)
+    expert = Expert(0, "smollm2", SamplingSettings(), "Opinions.", ["a", "b", "c"])
+    plans = plan_candidates([expert], [0], 8, opinions, ["a", "b", "c"], elites_1d([]).rename(
+        columns={"bin_s": "bin_sentiment", "measure_s": "measure_sentiment"}), 0.5, rng, search="target_zero_shot")
+    template = opinions.generator.template.rstrip(":")
+    for plan in plans:
+        assert plan.genotype == [] and plan.mutation == "target_zero_shot"
+        # An empty archive: only the two extremes are aimed at.
+        assert plan.prompt in (f"Opinions.\n\n{template}, one whose sentiment is very negative:\n",
+                               f"Opinions.\n\n{template}, one whose sentiment is very positive:\n")
