@@ -35,6 +35,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Prefect's temporary server gets 20 s to start by default; on 2 cores that other jobs share it took longer.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
 METHODS = ["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot"]
 BASELINE = "zero_shot"
