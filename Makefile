@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test test-fast bench ui mlflow-ui clean
+.PHONY: install run test test-fast bench science ui mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test-fast: install
 # Benchmarks: fast paths beside their baselines, one table (about 15 minutes on 2 cores; BENCH_ARGS=--quick for ~5)
 bench: install
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# Search methods against random search at equal candidate budget, over domains and seeds (hours on 2 cores;
+# SCIENCE_ARGS=--quick for a few minutes). Results: benchmarks/results/<date>-<host>-science.json and .png
+science: install
+	$(PY) benchmarks/science.py $(SCIENCE_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

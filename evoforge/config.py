@@ -182,10 +182,13 @@ class RunConfig(_Config):
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
-    search: Literal["lmx", "fixed_few_shot", "zero_shot", "niche"] = Field(
+    search: Literal["lmx", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche"] = Field(
         "lmx",
-        description="'lmx': mutated few-shot prompts (QDAIF); 'fixed_few_shot' / 'zero_shot': the QDAIF baselines; "
-        "'niche': a chat prompt asking for a random niche (for tuned models)",
+        description="'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
+        "a frontier or extreme cell, with the nearest elites as examples and the niche named in the prompt); "
+        "'target_zero_shot': the same targets named in a prompt without examples; "
+        "'fixed_few_shot' / 'zero_shot': the QDAIF baselines; 'niche': a chat prompt asking for a random niche "
+        "(for tuned models)",
     )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)

@@ -32,10 +32,15 @@ def bin_centre(axis: Axis, index: int) -> float:
     return (edges[index] + edges[index + 1]) / 2
 
 
+def niche_wish(domain: Domain, bin_indices: list[int]) -> str:
+    """One niche in words: 'sentiment is very negative', 'genre is clearly horror and whose ending is ...'."""
+    wishes = [f"{axis.name} is {axis_phrase(axis, bin_centre(axis, int(b)))}" for axis, b in zip(domain.axes, bin_indices)]
+    return " and whose ".join(wishes)
+
+
 def niche_prompt(domain: Domain, bin_indices: list[int]) -> str:
     """The instruction that asks for one niche of the domain's grid."""
-    wishes = [f"{axis.name} is {axis_phrase(axis, bin_centre(axis, int(b)))}" for axis, b in zip(domain.axes, bin_indices)]
-    return f"{domain.description} Write one whose {' and whose '.join(wishes)}. Reply with the text only."
+    return f"{domain.description} Write one whose {niche_wish(domain, bin_indices)}. Reply with the text only."
 
 
 def random_niche(domain: Domain, rng: np.random.Generator) -> list[int]:

@@ -8,9 +8,10 @@ import pandas as pd
 
 from evoforge.domain import Domain
 from evoforge.experts import Expert
-from evoforge.finetune_data import niche_prompt, random_niche
+from evoforge.finetune_data import niche_prompt, niche_wish, random_niche
 from evoforge.mutation import mutate
 from evoforge.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
+from evoforge.targeting import labelled_prompt, target_genotype
 
 MIN_TEXT_CHARS = 12  # shorter outputs ("I'm.", "") are recorded but not judged
 
@@ -40,7 +41,10 @@ def plan_candidates(
     """`batch_size` candidates split as evenly as possible over the picked experts.
 
     search: 'lmx' mutates the expert's genotype once per candidate; 'fixed_few_shot' keeps it; 'zero_shot' uses
-    no examples; 'niche' asks, in the chat format, for a random niche of the grid (what a tuned model learnt).
+    no examples; 'niche' asks, in the chat format, for a random niche of the grid (what a tuned model learnt);
+    'target' aims each candidate at one cell, with the elites nearest to it as named examples (see
+    `evoforge.targeting`); 'target_zero_shot' aims at a cell the same way but with no examples, only the niche
+    named on the open line.
     """
     plans = []
     g = domain.generator
@@ -49,6 +53,13 @@ def plan_candidates(
         for _ in share:
             if search == "niche":
                 plans.append(Plan(expert, "niche", [], niche_prompt(domain, random_niche(domain, rng)), chat=True))
+                continue
+            if search in ("target", "target_zero_shot"):
+                shots = len(expert.genotype) if search == "target" else 0
+                target, examples = target_genotype(domain, pool, elites, shots, rng)
+                wish = niche_wish(domain, list(target))
+                prompt = labelled_prompt(expert.system_prompt, g.template, examples, wish, g.separator)
+                plans.append(Plan(expert, search, [text for text, _ in examples], prompt))
                 continue
             if search == "lmx":
                 mutation, genotype = mutate(expert.genotype, pool, elites, domain.axis_names, near_probability, rng)

@@ -7,6 +7,7 @@ went straight through or resumed just before it.
 """
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -172,11 +173,26 @@ def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFr
     return candidates
 
 
+# Fitted panels of this process, with the backends they were fitted with (kept alive, so their ids stay unique).
+_PANELS: dict[tuple, tuple[Panel, list]] = {}
+
+
 def make_panel(config: RunConfig, domain: Domain, backends: dict) -> Panel:
-    """The run's judge panel, with calibration and combination fitted on the domain's reference labels."""
+    """The run's judge panel, with calibration and combination fitted on the domain's reference labels.
+
+    Fitting is deterministic (the same models score the same references), so runs in one process that share the
+    judges, the domain and the loaded models (a benchmark's many runs) share one fitted panel instead of scoring
+    the references again each time; a changed reference file is a different key."""
     references = domain.load_references() if config.judge_references else None
-    return fit_panel(backends, config.judges, questions(domain), config.combine, references, domain_columns(domain),
-                     guard=config.judge_guards)
+    key = (
+        json.dumps([j.model_dump() for j in config.judges], sort_keys=True), config.combine,
+        domain.model_dump_json(), None if references is None else pd.util.hash_pandas_object(references).sum(),
+        tuple(sorted((j.model, id(backends[j.model])) for j in config.judges)),
+    )
+    if key not in _PANELS:
+        panel = fit_panel(backends, config.judges, questions(domain), config.combine, references, domain_columns(domain))
+        _PANELS[key] = (panel, [backends[j.model] for j in config.judges])
+    return replace(_PANELS[key][0], guard=config.judge_guards)  # the fitted rules are shared, the switch is the run's
 
 
 def fit_judges(state: RunState, backends: dict) -> Panel:

@@ -1,0 +1,67 @@
+"""The science benchmark end to end at a tiny budget: the improved search (`target`) and random search through the
+real `evolution_run` flow (real Prefect server, MLflow store, models, Parquet), then the summary, held-out judge
+check, plot and results file."""
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.mark.slow
+def test_science_benchmark_runs_target_search_through_the_flow(prefect_server, backend, tmp_path):
+    import science
+
+    payload = science.main(["--quick", "--domains", "jaws", "--methods", "target", "zero_shot", "--seeds", "0",
+                            "--generations", "2", "--batch-size", "3", "--max-new-tokens", "12",
+                            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
+    assert payload["complete"] and payload["budget"]["candidates"] == 6
+    runs = pd.DataFrame(payload["runs"])
+    assert sorted(runs["method"]) == ["target", "zero_shot"] and (runs["candidates"] == 6).all()
+    assert runs["heldout_agreement"].between(0, 1).all() and (runs["heldout_same_cell"] <= runs["heldout_agreement"]).all()
+    assert all(len(curve) == 2 and curve[0] <= curve[1] for curve in runs["qd_curve"])  # QD never falls
+
+    target = pd.read_parquet(Path(runs.set_index("method").loc["target", "run_dir"]) / "candidates.parquet")
+    assert set(target["mutation"]) == {"target"}
+    assert target.loc[target["generation"] == 1, "genotype"].map(len).eq(3).all()
+
+    summary = pd.DataFrame(payload["summary"]).set_index("method")
+    assert summary.loc["zero_shot", "qd_score_ratio"] == pytest.approx(1.0)
+    assert summary.loc["target", "qd_score_ratio"] == pytest.approx(
+        summary.loc["target", "qd_score"] / summary.loc["zero_shot", "qd_score"])
+    results = sorted((tmp_path / "results").glob("*-science-quick.*"))
+    assert [p.suffix for p in results] == [".json", ".png"]
+    assert json.loads(results[0].read_text())["table"].count("| jaws |") == 2
+
+
+def test_ratio_interval_and_t_interval_on_known_numbers():
+    import numpy as np
+    import science
+
+    mean, low, high = science.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2.0 - 4.303 / np.sqrt(3), abs=1e-3) and high > 3.0
+    assert science.interval([5.0]) == (5.0, 5.0, 5.0)
+    ratio, low, high = science.ratio_interval([3.0, 3.0], [2.0, 2.0], np.random.default_rng(0))
+    assert ratio == low == high == 1.5
+    ratio, low, high = science.ratio_interval([2.0, 4.0], [1.0, 3.0], np.random.default_rng(0))
+    assert ratio == 1.5 and low < 1.5 < high
+
+
+def test_runs_in_one_process_share_a_fitted_panel_only_when_judges_domain_and_models_match():
+    from evoforge.config import JudgeConfig, RunConfig
+    from evoforge.domain import load_domain
+    from evoforge.run import make_panel
+
+    backends = {"smollm2": object()}  # nothing is scored: no references, no contextual calibration
+    config = RunConfig(judge_references=False)
+    domain = load_domain("opinions")
+    panel = make_panel(config, domain, backends)
+    assert make_panel(config.model_copy(update={"seed": 7, "search": "target"}), domain, backends) is panel
+    assert make_panel(config, domain, {"smollm2": object()}) is not panel  # another loaded model
+    assert make_panel(config, load_domain("jaws"), backends) is not panel
+    other = config.model_copy(update={"judges": [JudgeConfig(name="solo")]})
+    assert make_panel(other, domain, backends).judges == other.judges
