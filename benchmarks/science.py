@@ -17,8 +17,6 @@ MLflow, experiment `evoforge-science`) and prints the Markdown table (for the RE
 import argparse
 import json
 import os
-import platform
-import socket
 import sys
 import tempfile
 import time
@@ -31,18 +29,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Prefect's temporary server gets 20 s to start by default; on 2 cores that other jobs share it took longer.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+
+# Importing evoforge first turns telemetry off and gives Prefect's temporary server minutes to start.
+from evoforge.judging import bin_agreement, heldout_bins  # noqa: E402
 
 METHODS = ["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot"]
 BASELINE = "zero_shot"
 METRICS = ["qd_score", "coverage", "mean_quality", "max_quality", "candidate_mean_quality", "elite_diversity",
            "heldout_agreement", "heldout_same_cell", "wall_s", "qd_per_hour"]
-HELD_OUT = dict(name="heldout", format="instruct", phrasing=2)  # the runs' judges are chat phrasings 0 and 1
 
 
 def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -70,16 +65,12 @@ def ratio_interval(values, baseline, rng: np.random.Generator, resamples: int = 
 
 
 def heldout_agreement(heldout_panel, backends: dict, archive, elites: pd.DataFrame) -> tuple[float, float]:
-    """Share of elites the held-out judge places in the same cell, and in the same or a neighbouring cell (at most
-    one bin away on every axis)."""
+    """Share of the final elites the held-out judge places in the same cell, and in the same or a neighbouring
+    cell (at most one bin away on every axis): the check a run also logs per generation."""
     if len(elites) == 0:
         return float("nan"), float("nan")
-    scores = heldout_panel.judge(backends, elites["text"].tolist())
-    measures = scores[[f"measure_{a}" for a in archive.axis_names]].to_numpy()
-    theirs = archive.bin_index(measures)
-    ours = elites[[f"bin_{a}" for a in archive.axis_names]].to_numpy(dtype=int)
-    gap = np.abs(theirs - ours).max(axis=1)
-    return float((gap == 0).mean()), float((gap <= 1).mean())
+    theirs = heldout_bins(heldout_panel, backends, archive.bin_index, archive.axis_names, elites["text"].tolist())
+    return bin_agreement(elites[[f"bin_{a}" for a in archive.axis_names]].to_numpy(dtype=int), theirs)
 
 
 def run_one(config, heldout_panel, backends, embedder) -> dict:
@@ -175,15 +166,12 @@ def qd_plot(runs: pd.DataFrame, batch_size: int, path: Path) -> Path:
     return path
 
 
-def machine_info() -> dict:
-    import torch
-
+def science_machine() -> dict:
+    """The machine (benchmarks.machine), the precision runs use and how busy the machine was at the start."""
+    from benchmarks.machine import machine_info
     from models.transformers_backend import resolve_precision
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").is_file() else platform.machine()
-    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
+    return {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
 
 
 def parse_args(argv=None):
@@ -243,9 +231,9 @@ def main(argv=None) -> dict:
     out = Path(args.out or tempfile.mkdtemp(prefix="evoforge-science-"))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
-    from evoforge.config import JudgeConfig, RunConfig
+    from evoforge.config import RunConfig
     from evoforge.domain import load_domain
-    from evoforge.judging import domain_columns, fit_panel, questions
+    from evoforge.judging import fit_heldout_panel
     from models.embedder import load_embedder
     from models.transformers_backend import load_backend
 
@@ -253,7 +241,7 @@ def main(argv=None) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    machine = machine_info()
+    machine = science_machine()
     print(f"machine: {machine}", flush=True)
     started = time.perf_counter()
     backends = {"smollm2": load_backend("smollm2", "auto")}  # the flow's own load_backend call returns this copy
@@ -270,12 +258,11 @@ def main(argv=None) -> dict:
         for domain_name in args.domains:
             domain = load_domain(domain_name)
             if domain.name not in heldout_panels:
-                heldout_panels[domain.name] = fit_panel(backends, [JudgeConfig(**HELD_OUT)], questions(domain), "mean",
-                                                        domain.load_references(), domain_columns(domain))
+                heldout_panels[domain.name] = fit_heldout_panel(backends, domain)
             for method in args.methods:
                 config = RunConfig(domain=domain_name, search=method, seed=seed, out=str(out),
                                    run_name=f"{domain.name}-{method}-s{seed}-{stamp}", experiment="evoforge-science",
-                                   **budget)
+                                   heldout_judge=False, **budget)  # checked once at the end, below
                 record = run_one(config, heldout_panels[domain.name], backends, embedder)
                 records.append(record)
                 print(f"{domain.name:9s} {method:15s} seed {seed}: QD {record['qd_score']:.2f}, coverage "

@@ -170,6 +170,10 @@ class RunConfig(_Config):
         True, description="Score the domain's reference labels first: per-judge accuracy and AUC are logged, and "
         "calibration (platt, isotonic) and combine (weighted, bma, stacking) are fitted on them",
     )
+    heldout_judge: bool = Field(
+        True, description="Check the elites every generation with a held-out judge (another phrasing and prompt "
+        "format, never used for selection): metrics heldout/same_cell and heldout/agreement"
+    )
     judge_guards: bool = Field(
         True, description="Judge-gaming guards: prompt markup is removed from texts before judging, and a candidate "
         "that addresses its judge (an instruction to the evaluator, a fake template) is scored but kept out of the "

@@ -272,3 +272,32 @@ def generative_scores(backend, judge: JudgeConfig, question: Question, texts: li
             scores[i] = np.nan if score is None else score
         pending = [i for i in pending if np.isnan(scores[i])]
     return scores
+
+
+# --- the held-out judge: another phrasing in the other prompt format, never used to select anything -------------
+
+# The runs' default judges ask phrasings 0 and 1 in the chat format; this one asks phrasing 2 (wrapping around on a
+# domain with fewer) in the instruct format. A method that wins by gaming the run's own judges shows up as elites
+# this judge places elsewhere.
+HELD_OUT_JUDGE = JudgeConfig(name="heldout", format="instruct", phrasing=2)
+
+
+def fit_heldout_panel(backends: dict, domain: Domain) -> Panel:
+    """The held-out judge as a one-judge panel, calibrated like the run's judges (on the references, where any)."""
+    return fit_panel(backends, [HELD_OUT_JUDGE], questions(domain), "mean", domain.load_references(),
+                     domain_columns(domain), guard=False)
+
+
+def heldout_bins(panel: Panel, backends: dict, bin_index, axis_names: list[str], texts: list[str]) -> np.ndarray:
+    """The grid bins (texts x axes) the held-out judge puts `texts` in; `bin_index` is the archive's binning."""
+    scores = panel.judge(backends, texts)
+    return bin_index(scores[[f"measure_{a}" for a in axis_names]].to_numpy())
+
+
+def bin_agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
+    """Share of elites in the same cell, and in the same or a neighbouring cell (at most one bin away on every
+    axis), by two judges' bins (elites x axes); NaN for no elites."""
+    if len(ours) == 0:
+        return float("nan"), float("nan")
+    gap = np.abs(np.asarray(theirs) - np.asarray(ours)).max(axis=1)
+    return float((gap == 0).mean()), float((gap <= 1).mean())

@@ -21,7 +21,15 @@ from evoforge.config import RunConfig, flat_params
 from evoforge.domain import Domain, load_domain
 from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.generation import plan_candidates, write_candidates
-from evoforge.judging import Panel, domain_columns, fit_panel, judge_distributions, questions
+from evoforge.judging import (
+    Panel,
+    bin_agreement,
+    domain_columns,
+    fit_panel,
+    heldout_bins,
+    judge_distributions,
+    questions,
+)
 from evoforge.store import RunStore, write_parquet
 from evoforge.tracking import Tracker
 
@@ -47,6 +55,7 @@ class RunState:
         self.history: list[dict] = []  # headline metrics per generation
         self.mlflow_run_id: str | None = None
         self.embeddings: dict[int, np.ndarray] = {}  # elite cid -> embedding, for the diversity statistic
+        self.heldout_bins: dict[int, np.ndarray] = {}  # elite cid -> the held-out judge's bins (heldout_metrics)
         self.panel: Panel | None = None  # the judges, fitted on the domain's references (see fit_judges)
 
     def __repr__(self) -> str:
@@ -294,6 +303,23 @@ def elite_diversity(state: RunState, embedder) -> float:
     live = set(elites["cid"])
     state.embeddings = {c: v for c, v in state.embeddings.items() if c in live}
     return mean_pairwise_distance(np.stack([state.embeddings[c] for c in elites["cid"]])) if len(elites) else 0.0
+
+
+def heldout_metrics(state: RunState, panel: Panel, backends: dict) -> dict[str, float]:
+    """How many of the elites a held-out judge (never used for selection) puts in the same cell, or in the same or
+    a neighbouring one. Each elite is judged once, when it first appears."""
+    elites = state.archive.elites()
+    missing = [c for c in elites["cid"] if c not in state.heldout_bins]
+    if missing:
+        texts = elites.set_index("cid").loc[missing, "text"].tolist()
+        bins = heldout_bins(panel, backends, state.archive.bin_index, state.domain.axis_names, texts)
+        state.heldout_bins.update(zip(missing, bins))
+    live = set(elites["cid"])
+    state.heldout_bins = {c: b for c, b in state.heldout_bins.items() if c in live}
+    ours = elites[[f"bin_{a}" for a in state.domain.axis_names]].to_numpy(dtype=int)
+    theirs = np.array([state.heldout_bins[c] for c in elites["cid"]]).reshape(ours.shape)
+    same, near = bin_agreement(ours, theirs)
+    return {"heldout/same_cell": same, "heldout/agreement": near}
 
 
 def record_step(

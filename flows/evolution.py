@@ -14,13 +14,22 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evoforge.budget import exhausted as budget_exhausted
 from evoforge.config import RunConfig
-from evoforge.run import RunState, add_expert, generation_metrics, open_tracking, summary_markdown, top_elites
+from evoforge.run import (
+    RunState,
+    add_expert,
+    generation_metrics,
+    heldout_metrics,
+    open_tracking,
+    summary_markdown,
+    top_elites,
+)
 from flows.finetune import evaluate, finetune
 from flows.links import prefect_run_tags
 from models.embedder import load_embedder
 from models.transformers_backend import load_backend
 from tasks.evolution import (
     finish_run,
+    fit_heldout_judge,
     fit_judges,
     generate_candidates,
     judge_candidates,
@@ -32,7 +41,7 @@ from tasks.evolution import (
 
 # The state is a live in-process object (archive, experts, models): it is passed by reference, not validated.
 @flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
-def generation(state: RunState, number: int, backends: dict, tracker) -> dict:
+def generation(state: RunState, number: int, backends: dict, tracker, heldout=None) -> dict:
     # The model-calling steps are retried with backoff: they are deterministic for a generation (seeded by it)
     # and change no state, so a transient backend error costs a retry, not the night's run.
     retry = dict(retries=state.config.task_retries, retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -45,6 +54,8 @@ def generation(state: RunState, number: int, backends: dict, tracker) -> dict:
     outcome = update_archive(state, judged, number)
     archived = time.perf_counter()
     metrics = generation_metrics(state, outcome, embedder=load_embedder())
+    if heldout is not None:
+        metrics.update(heldout_metrics(state, heldout, backends))
     metrics.update(
         seconds_generate=generated - started, seconds_judge=judged_at - generated, seconds_archive=archived - judged_at,
         seconds_total=time.perf_counter() - started,
@@ -79,6 +90,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
         fit_judges(state, backends, tracker)
+        heldout = fit_heldout_judge(state, backends) if config.heldout_judge else None
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune
@@ -90,7 +102,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
                                stopped_by)
                 tracker.set_tags({"stopped_by": stopped_by})
                 break
-            generation(state, number, backends, tracker)
+            generation(state, number, backends, tracker, heldout)
             if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
                 tuned = finetune(state, tracker, tag=f"g{number:04d}")
                 if ft.join_population and "checkpoint" in tuned:

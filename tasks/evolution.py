@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from evoforge import run
 from evoforge.config import RunConfig
-from evoforge.judging import report_metrics
+from evoforge.judging import fit_heldout_panel, report_metrics
 
 
 @task(name="prep-dataset", cache_policy=NO_CACHE)
@@ -24,6 +24,12 @@ def fit_judges(state: run.RunState, backends: dict, tracker) -> None:
     if len(panel.report):
         tracker.log_metrics(report_metrics(panel.report), step=0)
         tracker.log_artifact(state.store.root / "judges.parquet", "judges")
+
+
+@task(name="fit-heldout-judge", cache_policy=NO_CACHE)
+def fit_heldout_judge(state: run.RunState, backends: dict):
+    """The held-out judge that checks the elites each generation (never used for selection)."""
+    return fit_heldout_panel(backends, state.domain)
 
 
 @task(name="generate-candidates", cache_policy=NO_CACHE)

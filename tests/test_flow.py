@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 TINY = dict(generations=2, experts=2, batch_size=4, max_new_tokens=16, continue_tokens=8, seed=3)
 PER_GENERATION = ["qd_score", "coverage", "max_quality", "mean_quality", "num_elites", "candidates", "inserted",
-                  "tokens_generated", "seconds_generate", "seconds_judge", "seconds_archive", "elite_diversity"]
+                  "tokens_generated", "seconds_generate", "seconds_judge", "seconds_archive", "elite_diversity",
+                  "judge_calls", "flagged", "heldout/agreement", "heldout/same_cell"]
 
 
 class FaultyJudgeBackend:

@@ -42,3 +42,12 @@ def test_judge_distribution_metrics():
     assert metrics["judge/a/sentiment/std"] == pytest.approx(np.std([0, 0.5, 1]))
     assert metrics["judge/a/sentiment/p10"] == pytest.approx(0.1)
     assert metrics["judge/a/sentiment/failed"] == 0.0
+
+
+def test_bin_agreement_counts_same_and_neighbouring_cells():
+    from evoforge.judging import bin_agreement
+
+    ours = np.array([[3, 4], [0, 0], [9, 9], [5, 5]])
+    theirs = np.array([[3, 4], [1, 0], [7, 9], [6, 4]])  # same, one bin off, two bins off, one off on both axes
+    assert bin_agreement(ours, theirs) == (0.25, 0.75)
+    assert all(np.isnan(bin_agreement(np.zeros((0, 2)), np.zeros((0, 2)))))
