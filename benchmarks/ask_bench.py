@@ -181,11 +181,11 @@ def with_consensus_subset(sub: pd.DataFrame, similarity: dict, kind: str, thresh
     return sub.drop(columns=["cluster", "agreement", "centrality"], errors="ignore").join(pd.concat(parts))
 
 
-def held_out_preference(backend, opens: pd.DataFrame, rows) -> pd.Series:
-    """Per seed: how often the held-out judge prefers the kept answer over another answer to the same task
-    (P(kept better) averaged over both orders; ties of identical texts count half)."""
+def held_out_wins(backend, opens: pd.DataFrame, rows) -> pd.Series:
+    """Per answer row: the share of the other answers to its task that the held-out judge finds worse than it
+    (P(this one better) averaged over both orders; identical texts count half)."""
     prompts, pairs = [], []
-    for row in rows:
+    for row in sorted(set(rows)):
         kept_row = opens.loc[row]
         others = opens[(opens["seed"] == kept_row["seed"]) & (opens["tid"] == kept_row["tid"]) & (opens.index != row)]
         for other in others["text"]:
@@ -198,13 +198,16 @@ def held_out_preference(backend, opens: pd.DataFrame, rows) -> pd.Series:
     frame["p_kept"] = np.where(frame["kept_is_a"], p_a, 1 - p_a)
     pair = frame.groupby(["seed", "row", np.arange(len(frame)) // 2]).agg(p=("p_kept", "mean"), same=("same", "first"))
     pair["win"] = np.where(pair["same"], 0.5, (pair["p"] > 0.5).astype(float))
-    return pair.groupby("seed")["win"].mean()
+    return pair.groupby("row")["win"].mean()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: few questions, experts and tokens")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--cached-seeds", action="store_true", help="analyse the seeds collected in --cache")
+    parser.add_argument("--collect-only", action="store_true", help="collect answers into --cache, no analysis")
     parser.add_argument("--experts", type=int, default=4, help="experts per population (each answers every question)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -237,21 +240,28 @@ def main() -> int:
     frames, open_frames, similarity, populations = [], [], {}, {}
     tasks = pd.concat([questions, opens], ignore_index=True)
     cache = Path(args.cache) if args.cache else None
-    for seed in range(args.seeds):
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    if args.cached_seeds:  # analyse whichever seeds are collected in --cache
+        seeds = sorted(int(p.stem.removeprefix("seed")) for p in Path(args.cache).glob("seed*.parquet"))
+        args.seeds = len(seeds)
+    for seed in seeds:
         cached = cache / f"seed{seed}.parquet" if cache else None
         if cached and cached.exists():
             answers = pd.read_parquet(cached)
             sims = {tuple(json.loads(k)): np.array(v) for k, v in
                     json.loads((cache / f"seed{seed}.json").read_text()).items()}
-            timings.update(json.loads((cache / "timings.json").read_text()))
+            for key, value in json.loads((cache / f"seed{seed}-timings.json").read_text()).items():
+                timings[key] += value
         else:
-            _, answers, sims = collect(seed, tasks, config, backend, embedder, timings)
+            own = dict.fromkeys(timings, 0.0)
+            _, answers, sims = collect(seed, tasks, config, backend, embedder, own)
+            timings = {key: timings[key] + own[key] for key in timings}
             if cache:
                 cache.mkdir(parents=True, exist_ok=True)
                 answers.to_parquet(cached)
                 (cache / f"seed{seed}.json").write_text(json.dumps({json.dumps([int(s), int(t), k]): v.tolist()
                                                                     for (s, t, k), v in sims.items()}))
-                (cache / "timings.json").write_text(json.dumps(timings))
+                (cache / f"seed{seed}-timings.json").write_text(json.dumps(own))
         similarity.update(sims)
         is_open = answers["qid"] < 0
         answers["correct"] = [selection.contains_answer(t, a) if not o else np.nan
@@ -259,6 +269,8 @@ def main() -> int:
         frames.append(answers[~is_open])
         open_frames.append(answers[is_open])
         print(f"seed {seed}: {len(answers)} answers, {timings}", flush=True)
+    if args.collect_only:
+        return 0
     answers = pd.concat(frames, ignore_index=True)
     opens = pd.concat(open_frames, ignore_index=True)
     n_experts = args.experts
@@ -342,15 +354,15 @@ def main() -> int:
 
     # Expert values learned over the labelled questions (reward: agreement with the kept answer), then --answering K.
     values_by_seed = {s: learned_values(full[full["seed"] == s], n_experts, config, "consensus")
-                      for s in range(args.seeds)}
+                      for s in seeds}
     expert_acc = test.groupby(["seed", "expert_id"])["correct"].mean()
     from scipy.stats import spearmanr
 
     rank = [spearmanr(values_by_seed[s], expert_acc.loc[s].reindex(range(n_experts)).to_numpy())[0]
-            for s in range(args.seeds)]
+            for s in seeds]
     results["values"] = {"spearman_value_vs_accuracy": rank,
                          "values": {s: v.round(3).tolist() for s, v in values_by_seed.items()},
-                         "expert_accuracy": {s: expert_acc.loc[s].round(3).tolist() for s in range(args.seeds)},
+                         "expert_accuracy": {s: expert_acc.loc[s].round(3).tolist() for s in seeds},
                          "answering": [answering_k(full, similarity, best_kind, thresholds[best_kind], values_by_seed,
                                                    k, "consensus") for k in sorted({1, 2, 3, n_experts // 2} - {0})
                                        if k < n_experts]}
@@ -362,12 +374,13 @@ def main() -> int:
     started = time.perf_counter()
     opens_c = with_consensus(opens, similarity, best_kind, thresholds[best_kind])
     open_rows = []
-    for name, method, frame in (("judges", "judges", opens_c), ("consensus", "consensus", opens_c),
-                                ("verifier", "verifier", opens_c), ("stacked", "stacked", opens_c)):
-        if method == "stacked" and stacker is None:
-            continue
-        picks = kept(frame, method, stacker)
-        open_rows.append({"method": name, **interval(held_out_preference(backend, opens_c, picks.to_numpy()))})
+    methods = [m for m in ("judges", "consensus", "verifier", "stacked") if m != "stacked" or stacker is not None]
+    picks = {m: kept(opens_c, m, stacker).to_numpy() for m in methods}
+    # Each kept answer is compared once, however many methods keep it.
+    wins = held_out_wins(backend, opens_c, np.concatenate(list(picks.values())))
+    for method in methods:
+        per_seed = pd.Series(wins.loc[picks[method]].to_numpy(), index=opens_c.loc[picks[method], "seed"])
+        open_rows.append({"method": method, **interval(per_seed.groupby(level=0).mean())})
     results["open_ended"] = open_rows
     results["held_out_judge_s"] = time.perf_counter() - started
     for r in open_rows:

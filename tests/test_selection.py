@@ -132,3 +132,23 @@ def test_embedding_consensus_groups_paraphrases(embedder):
     frame = Consensus("embedding", 0.8).features(texts, TASK, embedder)
     assert frame["cluster"].tolist() == [0, 0, 1]
     assert select("consensus", frame) in (0, 1)
+
+
+@pytest.mark.slow
+def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
+    """`benchmarks/ask_bench.py --quick`: a few questions, a few experts, one seed, through the real models."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "ask_bench.py"), "--quick", "--out", str(tmp_path)],
+                   check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
+    result = json.loads(next(tmp_path.glob("*-ask-quick.json")).read_text())
+    methods = {r["method"].split(" (")[0] for r in result["methods"]}
+    assert {"single answer", "ceiling", "judges", "consensus", "verifier"} <= methods
+    ceiling = next(r["mean"] for r in result["methods"] if r["method"].startswith("ceiling"))
+    assert all(0 <= r["mean"] <= ceiling for r in result["methods"] if not r["method"].startswith("ceiling"))
+    assert result["open_ended"] and "| selection | accuracy |" in result["markdown"]
