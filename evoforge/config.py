@@ -257,7 +257,8 @@ class TournamentConfig(_Config):
         "or 'embedding' (MiniLM cosine)",
     )
     consensus_threshold: float = Field(
-        0.5, gt=0, le=1, description="Similarity at which two answers count as saying the same thing"
+        0.2, gt=0, le=1, description="Similarity at which two answers count as saying the same thing (0.2: the "
+        "best of 0.2-0.67 on the ask benchmark's labelled split, word overlap)",
     )
     value_signal: Literal["agreement", "reward"] = Field(
         "agreement", description="What expert values learn from: 'agreement' (every answering expert is rewarded "
