@@ -152,3 +152,10 @@ def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
     ceiling = next(r["mean"] for r in result["methods"] if r["method"].startswith("ceiling"))
     assert all(0 <= r["mean"] <= ceiling for r in result["methods"] if not r["method"].startswith("ceiling"))
     assert result["open_ended"] and "| selection | accuracy |" in result["markdown"]
+
+
+def test_the_shipped_labelled_split_fits_verifier_and_stacked():
+    labelled = load_labelled()
+    assert labelled["correct"].isin([0, 1]).all() and labelled["group"].nunique() >= 20
+    selector = fit_selector("stacked", Consensus("words", 0.2), labelled)
+    assert selector.stacker is not None and fit_selector("verifier").calibrator.method == "platt"
