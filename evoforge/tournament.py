@@ -239,16 +239,17 @@ def external_reward(config: TournamentConfig, iteration: int) -> float | None:
     return config.external_reward
 
 
-def learn_values(config: TournamentConfig, values: np.ndarray, judged: pd.DataFrame, row: int, reward: float,
-                 external: float | None) -> np.ndarray:
+def learn_values(config: TournamentConfig, values: np.ndarray, judged: pd.DataFrame, kept: int, row: int,
+                 reward: float, external: float | None) -> np.ndarray:
     """The experts' new values after one iteration. `agreement`: every answering expert learns whether its answer
-    says what the selected one says (1 or 0; a person's reward is added for the expert whose answer they rated),
-    so over many tasks values rank experts by how often they agree with the consensus. `reward`: only the
-    selected expert learns, from the reward judge's label plus the external reward."""
+    says what the selection's pick `kept` says (1 or 0; not an explored answer, which would teach chance), and a
+    person's reward is added for the expert whose answer `row` they rated; over many tasks values rank experts by
+    how often they agree with the consensus. `reward`: only the selected expert learns, from the reward judge's
+    label plus the external reward."""
     lr, discount = config.values.learning_rate, config.values.discount
     if config.value_signal == "reward":
         return update_value(values, int(judged["expert_id"].iloc[row]), reward, lr, discount)
-    agree = agreement_reward(judged["cluster"].to_numpy(), row)
+    agree = agreement_reward(judged["cluster"].to_numpy(), kept)
     for i, expert_id in enumerate(judged["expert_id"]):
         bonus = (external or 0.0) if i == row else 0.0
         values = update_value(values, int(expert_id), float(agree[i]) + bonus, lr, discount)
@@ -257,18 +258,18 @@ def learn_values(config: TournamentConfig, values: np.ndarray, judged: pd.DataFr
 
 def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, backends: dict,
                 external: float | None) -> dict:
-    """Select an answer, have it labelled, add the external reward and update the selected expert's value."""
+    """Select an answer, have it labelled, add the external reward and update the expert values (learn_values)."""
     config = state.config
     rng = np.random.default_rng([config.seed, iteration, 1])
     eps = epsilon(state, iteration)
-    row, explored = select_answer(judged["score"].to_numpy(), eps, rng,
-                                  best=state.selector.pick(judged.reset_index(drop=True)))
+    kept = state.selector.pick(judged.reset_index(drop=True))
+    row, explored = select_answer(judged["score"].to_numpy(), eps, rng, best=kept)
     chosen = judged.iloc[row]
     label, intrinsic, probs = reward_label(backends[config.reward_model], state.spec, state.task, chosen["text"],
                                            calibrate=config.reward_calibration == "contextual")
     reward = intrinsic + (external or 0.0)
     expert_id = int(chosen["expert_id"])
-    values = learn_values(config, state.values, judged, row, reward, external)
+    values = learn_values(config, state.values, judged, kept, row, reward, external)
     for expert, value in zip(state.experts, values):
         expert.value = float(value)
     state.experts[expert_id].picks += 1

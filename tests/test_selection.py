@@ -115,9 +115,10 @@ def test_experts_that_agree_with_the_kept_answer_gain_value():
     config = TournamentConfig(instruction="x")
     values = np.zeros(5)
     for _ in range(5):
-        values = learn_values(config, values, judged, 2, reward=0.0, external=None)
+        values = learn_values(config, values, judged, kept=2, row=0, reward=0.0, external=None)
     assert values[[1, 2, 4]].min() > values[[0, 3]].max()  # the experts that said Paris rank first
-    only_selected = learn_values(config.model_copy(update={"value_signal": "reward"}), np.zeros(5), judged, 2, 0.7, None)
+    only_selected = learn_values(config.model_copy(update={"value_signal": "reward"}), np.zeros(5), judged, 2, 2,
+                                 0.7, None)
     assert np.flatnonzero(only_selected).tolist() == [2]
 
 
