@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test test-fast bench science ui mlflow-ui clean
+.PHONY: install run test test-fast bench bench-ask science ui mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: install
 # SCIENCE_ARGS=--quick for a few minutes). Results: benchmarks/results/<date>-<host>-science.json and .png
 science: install
 	$(PY) benchmarks/science.py $(SCIENCE_ARGS)
+
+# The ground-truth benchmark of `ask`: each selection method's accuracy on data/ask/questions.yaml over seeds
+# (ASK_BENCH_ARGS=--quick for a smoke run of about a minute)
+bench-ask: install
+	$(PY) benchmarks/ask_bench.py $(ASK_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

@@ -119,7 +119,7 @@ ASK_FLAGS = [
     ("reward-threshold", "reward_threshold", float), ("reward", "external_reward", float),
     ("reward-file", "external_reward_file", str), ("wait-for-reward", "wait_for_reward_s", int),
     ("max-new-tokens", "max_new_tokens", int), ("seed", "seed", int), ("out", "out", str),
-    ("run-name", "run_name", str),
+    ("run-name", "run_name", str), ("selection", "selection", str), ("value-signal", "value_signal", str),
 ]
 
 

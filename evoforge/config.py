@@ -266,6 +266,25 @@ class TournamentConfig(_Config):
     combine: Literal["mean", "weighted", "vote"] = Field(
         "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
     )
+    selection: Literal["judges", "consensus", "verifier", "stacked"] = Field(
+        "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
+        "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "
+        "'verifier' (highest P(correct) from a log-prob judge), 'stacked' (a model over these, fitted on the "
+        "labelled split data/ask/labelled.jsonl)",
+    )
+    consensus_similarity: Literal["words", "embedding"] = Field(
+        "words", description="How consensus compares answers: 'words' (overlap of the words they add to the task) "
+        "or 'embedding' (MiniLM cosine)",
+    )
+    consensus_threshold: float = Field(
+        0.2, gt=0, le=1, description="Similarity at which two answers count as saying the same thing (0.2: the "
+        "best of 0.2-0.67 on the ask benchmark's labelled split, word overlap)",
+    )
+    value_signal: Literal["agreement", "reward"] = Field(
+        "agreement", description="What expert values learn from: 'agreement' (every answering expert is rewarded "
+        "1 when its answer agrees with the kept one, so values rank experts by how often they are right) or "
+        "'reward' (only the selected expert, by the reward judge's label)",
+    )
     reward_model: str = Field("smollm2", description="Model of the reward judge that labels the selected answer")
     reward_calibration: Literal["contextual", "none"] = Field(
         "contextual", description="Divide the reward judge's label probabilities by those it gives content-free "

@@ -32,16 +32,21 @@ class QuestionPrompt:
     options: tuple[str, str]
 
 
-def question_prompts(backend, judge: JudgeConfig, question: Question, texts: list[str]) -> QuestionPrompt:
-    """Prompts asking `question` about each text, in the judge's format, and the two answers as continuations."""
-    instruction = question.instructions[judge.phrasing % len(question.instructions)]
+def question_prompts(backend, judge: JudgeConfig, question: "Question | list[Question]",
+                     texts: list[str]) -> QuestionPrompt:
+    """Prompts asking `question` about each text, in the judge's format, and the two answers as continuations.
+    `question` may be a list, one per text with the same labels (e.g. each answer's own task), so texts about
+    many tasks score in one batched call."""
+    per_text = question if isinstance(question, list) else [question] * len(texts)
+    labels = per_text[0].labels if per_text else question.labels
+    instructions = [q.instructions[judge.phrasing % len(q.instructions)] for q in per_text]
     texts = [t[:MAX_TEXT_CHARS] for t in texts]
     if judge.format == "chat" and backend.has_chat_template:
         # The chat template's answer starts right after the assistant header: options carry no leading space.
-        prompts = [backend.chat_prompt(f"{instruction}\n\nText: {t}") for t in texts]
-        return QuestionPrompt(prompts, tuple(question.labels))
-    prompts = [f"### Instruction:\n{instruction}\n\n### Input:{t}\n\n### Response:" for t in texts]
-    return QuestionPrompt(prompts, tuple(f" {label}" for label in question.labels))
+        prompts = [backend.chat_prompt(f"{i}\n\nText: {t}") for i, t in zip(instructions, texts)]
+        return QuestionPrompt(prompts, tuple(labels))
+    prompts = [f"### Instruction:\n{i}\n\n### Input:{t}\n\n### Response:" for i, t in zip(instructions, texts)]
+    return QuestionPrompt(prompts, tuple(f" {label}" for label in labels))
 
 
 def first_label_probability(logprobs: np.ndarray) -> np.ndarray:
@@ -65,9 +70,11 @@ def domain_columns(domain: Domain) -> dict[str, str]:
 def judge_scores(backend, judge: JudgeConfig, question: Question, texts: list[str], seed: int = 0) -> np.ndarray:
     """One judge's score in [0, 1] (NaN: failed) for each text on one question, by the judge's kind."""
     if judge.kind == "generative":
+        if isinstance(question, list):
+            raise ValueError("generative judges ask one question per call; pass one Question, not one per text")
         return generative_scores(backend, judge, question, texts, seed=seed)
     qp = question_prompts(backend, judge, question, texts)
-    logprobs = backend.option_logprobs(qp.prompts, list(qp.options), desc=f"judge {judge.name}/{question.labels[0]}")
+    logprobs = backend.option_logprobs(qp.prompts, list(qp.options), desc=f"judge {judge.name}/{qp.options[0]}")
     if judge.kind == "label":
         return (logprobs[:, 0] >= logprobs[:, 1]).astype(float)
     return first_label_probability(logprobs)
@@ -119,12 +126,14 @@ class Panel:
     report: pd.DataFrame = field(default_factory=pd.DataFrame)
     guard: bool = True  # judge-gaming guards (evoforge.guards): neutralised prompts and injection flags
 
-    def judge(self, backends: dict, texts: list[str]) -> pd.DataFrame:
+    def judge(self, backends: dict, texts: list[str], questions: dict | None = None) -> pd.DataFrame:
         """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated), the
         panel's combined score per question (in the column `columns[q]`) and, with the guards on, `flagged` and
-        `guard_flags` (why: ';'-separated) for texts that address their judge."""
+        `guard_flags` (why: ';'-separated) for texts that address their judge. `questions` may give, per question
+        name, one Question per text (texts answering different tasks, judged in one batch); default: the panel's
+        own."""
         prompt_texts = [neutralise(t) for t in texts] if self.guard else texts
-        raw = judge_texts(backends, self.judges, self.questions, prompt_texts)
+        raw = judge_texts(backends, self.judges, questions or self.questions, prompt_texts)
         out = {}
         if self.guard:
             reasons = [injection_reasons(t) for t in texts]

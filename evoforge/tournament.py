@@ -1,10 +1,12 @@
 """The mixture-of-experts tournament: answer one task with the best of many experts.
 
 Each iteration: the experts answer (one batched call per backend, one continuation for cut-off answers), the judges
-score every answer for relevance and coherence, the best answer is selected (or, with a decaying exploration rate,
-another), a reward judge labels it ("highly effective" ... "bad" -> 1.0 ... 0.0), an optional external reward is
-added, and the selected expert's value moves toward the reward. It stops once `min_iterations` are done and the
-total reward over iterations reaches `reward_threshold`, or after `max_iterations`. The experts and their values
+score every answer for relevance and coherence, the configured selection (`evoforge.selection`: judges, consensus,
+verifier or stacked) picks an answer (or, with a decaying exploration rate, another), a reward judge labels it
+("highly effective" ... "bad" -> 1.0 ... 0.0), an optional external reward is added, and the expert values learn:
+by default every answering expert from whether its answer agrees with the selected one. It stops once
+`min_iterations` are done and the total reward over iterations reaches `reward_threshold`, or after
+`max_iterations`. The kept answer is the selection over all answers of all iterations. The experts and their values
 are saved, so the next task starts from what this one learnt.
 """
 
@@ -24,6 +26,7 @@ from evoforge.experts import Expert, exploration_rate, pick_experts, random_expe
 from evoforge.generation import complete
 from evoforge.judging import Panel, fit_panel
 from evoforge.prompts import trim_to_last_sentence
+from evoforge.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
 from evoforge.store import write_parquet
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "tournament.yaml"
@@ -83,6 +86,8 @@ class TournamentState:
         self.task = task_text(config.instruction, config.context)
         self.questions = task_questions(spec, self.task)
         self.panel: Panel | None = None
+        self.selector: Selector = fit_selector(
+            config.selection, Consensus(config.consensus_similarity, config.consensus_threshold))
         self.answers: list[pd.DataFrame] = []  # one frame per iteration
         self.iterations: list[dict] = []  # one record per iteration
         self.total_reward = 0.0
@@ -125,41 +130,70 @@ def epsilon(state: TournamentState, iteration: int) -> float:
     return exploration_rate(iteration, v.epsilon_start, v.epsilon_decay, v.epsilon_min)
 
 
+def expert_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, str]], continue_tokens: int,
+                   seed: int, batch_size: int | None = None) -> pd.DataFrame:
+    """Each job (expert id, task) answered by its expert: one batched call per backend (in chunks of `batch_size`
+    rows), one continuation for cut-off answers. Many tasks batch together (the benchmark answers every question
+    at once). One row per job, in job order, with the job's position as `job`."""
+    rows = []
+    for name in sorted({experts[i].backend for i, _ in jobs}):
+        backend = backends[name]
+        mine = [j for j, (i, _) in enumerate(jobs) if experts[i].backend == name]
+        step = batch_size or len(mine)
+        for start in range(0, len(mine), step):
+            chunk = mine[start : start + step]
+            prompts = [backend.chat_prompt(jobs[j][1], system=experts[jobs[j][0]].system_prompt) for j in chunk]
+            settings = [experts[jobs[j][0]].sampling for j in chunk]
+            done = complete(backend, prompts, settings, continue_tokens, seed=seed + start)
+            for j, (text, tokens, continued) in zip(chunk, done):
+                rows.append({"job": j, "expert_id": jobs[j][0], "backend": name, "text": trim_to_last_sentence(text),
+                             "new_tokens": tokens, "continued": continued})
+    return pd.DataFrame(rows).sort_values("job", ignore_index=True)
+
+
 def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.DataFrame:
     """The answering experts (all, or `answering` of them picked by value) each write one answer."""
     config = state.config
     rng = np.random.default_rng([config.seed, iteration])
     k = len(state.experts) if config.answering is None else min(config.answering, len(state.experts))
     picked = sorted(pick_experts(state.values, k, epsilon(state, iteration), rng))
-    rows = []
-    for name in sorted({state.experts[i].backend for i in picked}):
-        backend = backends[name]
-        ids = [i for i in picked if state.experts[i].backend == name]
-        prompts = [backend.chat_prompt(state.task, system=state.experts[i].system_prompt) for i in ids]
-        settings = [state.experts[i].sampling for i in ids]
-        for i, (text, tokens, continued) in zip(ids, complete(backend, prompts, settings, config.continue_tokens,
-                                                              seed=config.seed * 1000 + iteration)):
-            rows.append({"iteration": iteration, "expert_id": i, "backend": name, "text": trim_to_last_sentence(text),
-                         "new_tokens": tokens, "continued": continued})
-    return pd.DataFrame(rows)
+    answers = expert_answers(backends, state.experts, [(i, state.task) for i in picked], config.continue_tokens,
+                             seed=config.seed * 1000 + iteration)
+    return answers.drop(columns="job").assign(iteration=iteration)[
+        ["iteration", "expert_id", "backend", "text", "new_tokens", "continued"]]
 
 
 def judge_step(state: TournamentState, answers: pd.DataFrame, backends: dict) -> pd.DataFrame:
-    """Every judge scores every answer on every question; `score` is the mean of the panel's question scores."""
+    """Every judge scores every answer on every question (`score`: the mean of the panel's question scores), and
+    the selection's features are added: consensus (`cluster`, `agreement`, `centrality`) and, for the verifier
+    and stacked selections, the verifier's P(correct)."""
     panel = state.panel or fit_tournament_judges(state, backends)
     scores = panel.judge(backends, answers["text"].tolist())
     scores.index = answers.index
     judged = answers.join(scores)
     judged["score"] = judged[list(panel.columns.values())].mean(axis=1)
-    return judged
+    return with_features(state, judged, backends)
 
 
-def select_answer(scores: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[int, bool]:
-    """The best-scored answer; with probability `epsilon` another one instead (exploration). Unscored (NaN)
-    answers are never chosen while a scored one exists."""
+def with_features(state: TournamentState, judged: pd.DataFrame, backends: dict) -> pd.DataFrame:
+    """The selection's features for these answers (consensus among them; the verifier's score where needed)."""
+    texts = judged["text"].tolist()
+    verifier_raw = None
+    if state.selector.verifies:
+        verifier_raw = (judged["verifier_raw"] if "verifier_raw" in judged else
+                        verifier_scores(backends[state.config.reward_model], [state.task] * len(texts), texts))
+    features = state.selector.features(texts, state.task, judged["score"], verifier_raw)
+    features.index = judged.index
+    return judged.drop(columns=[c for c in features if c in judged]).join(features)
+
+
+def select_answer(scores: np.ndarray, epsilon: float, rng: np.random.Generator,
+                  best: int | None = None) -> tuple[int, bool]:
+    """The answer the selection keeps (`best`; by default the best-scored one); with probability `epsilon` another
+    one instead (exploration). Unscored (NaN) answers are never explored to while a scored one exists."""
     scores = np.asarray(scores, dtype=float)
     ranked = np.where(np.isnan(scores), -np.inf, scores)
-    best = int(np.argmax(ranked))
+    best = int(np.argmax(ranked)) if best is None else int(best)
     others = [i for i in range(len(scores)) if i != best and np.isfinite(ranked[i])]
     if others and rng.random() < epsilon:
         return others[int(rng.integers(len(others)))], True
@@ -205,19 +239,37 @@ def external_reward(config: TournamentConfig, iteration: int) -> float | None:
     return config.external_reward
 
 
+def learn_values(config: TournamentConfig, values: np.ndarray, judged: pd.DataFrame, kept: int, row: int,
+                 reward: float, external: float | None) -> np.ndarray:
+    """The experts' new values after one iteration. `agreement`: every answering expert learns whether its answer
+    says what the selection's pick `kept` says (1 or 0; not an explored answer, which would teach chance), and a
+    person's reward is added for the expert whose answer `row` they rated; over many tasks values rank experts by
+    how often they agree with the consensus. `reward`: only the selected expert learns, from the reward judge's
+    label plus the external reward."""
+    lr, discount = config.values.learning_rate, config.values.discount
+    if config.value_signal == "reward":
+        return update_value(values, int(judged["expert_id"].iloc[row]), reward, lr, discount)
+    agree = agreement_reward(judged["cluster"].to_numpy(), kept)
+    for i, expert_id in enumerate(judged["expert_id"]):
+        bonus = (external or 0.0) if i == row else 0.0
+        values = update_value(values, int(expert_id), float(agree[i]) + bonus, lr, discount)
+    return values
+
+
 def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, backends: dict,
                 external: float | None) -> dict:
-    """Select an answer, have it labelled, add the external reward and update the selected expert's value."""
+    """Select an answer, have it labelled, add the external reward and update the expert values (learn_values)."""
     config = state.config
     rng = np.random.default_rng([config.seed, iteration, 1])
     eps = epsilon(state, iteration)
-    row, explored = select_answer(judged["score"].to_numpy(), eps, rng)
+    kept = state.selector.pick(judged.reset_index(drop=True))
+    row, explored = select_answer(judged["score"].to_numpy(), eps, rng, best=kept)
     chosen = judged.iloc[row]
     label, intrinsic, probs = reward_label(backends[config.reward_model], state.spec, state.task, chosen["text"],
                                            calibrate=config.reward_calibration == "contextual")
     reward = intrinsic + (external or 0.0)
     expert_id = int(chosen["expert_id"])
-    values = update_value(state.values, expert_id, reward, config.values.learning_rate, config.values.discount)
+    values = learn_values(config, state.values, judged, kept, row, reward, external)
     for expert, value in zip(state.experts, values):
         expert.value = float(value)
     state.experts[expert_id].picks += 1
@@ -250,15 +302,24 @@ def iteration_metrics(state: TournamentState, record: dict, judged: pd.DataFrame
     return metrics
 
 
-def best_answer(answers: pd.DataFrame) -> pd.Series:
-    """The kept answer: among the selected answers, the one with the highest reward, then the highest score."""
-    selected = answers[answers["selected"]]
-    return selected.sort_values(["reward", "score"], ascending=False).iloc[0]
+def best_answer(state: TournamentState, answers: pd.DataFrame) -> int:
+    """The kept answer's row: the selection over every answer of every iteration (more answers, a firmer
+    consensus than any one iteration's)."""
+    return state.selector.pick(with_features(state, answers.reset_index(drop=True), {}))
 
 
-def finish_tournament(state: TournamentState) -> dict:
-    """Write answers and experts as Parquet, save the population for the next ask, and summarise."""
+def finish_tournament(state: TournamentState, backends: dict | None = None) -> dict:
+    """Keep one answer out of all, write answers and experts as Parquet, save the population for the next ask,
+    and summarise. A kept answer that no iteration selected is labelled by the reward judge here (with backends)."""
     answers = pd.concat(state.answers, ignore_index=True)
+    row = best_answer(state, answers)
+    answers["kept"] = np.arange(len(answers)) == row
+    if pd.isna(answers.at[row, "reward"]) and backends:
+        label, intrinsic, _ = reward_label(backends[state.config.reward_model], state.spec, state.task,
+                                           answers.at[row, "text"],
+                                           calibrate=state.config.reward_calibration == "contextual")
+        answers.loc[row, ["reward_label", "reward"]] = [label, intrinsic]
+    best = answers.iloc[row]
     answers_path = write_parquet(answers, state.root / "answers.parquet")
     experts = pd.DataFrame([e.to_row() for e in state.experts])
     experts_path = write_parquet(experts, state.root / "experts.parquet")
@@ -267,11 +328,11 @@ def finish_tournament(state: TournamentState) -> dict:
     write_parquet(experts, population)
     iterations = pd.DataFrame(state.iterations).drop(columns=["label_probabilities", "values"])
     write_parquet(iterations, state.root / "iterations.parquet")
-    best = best_answer(answers)
     score_columns = [c for c in (state.panel.columns.values() if state.panel else []) if c in best]
     summary = {
         "run_dir": str(state.root), "task": state.task, "answer": best["text"],
-        "expert_id": int(best["expert_id"]), "reward_label": best["reward_label"], "reward": float(best["reward"]),
+        "expert_id": int(best["expert_id"]), "reward_label": best["reward_label"] or "not rated",
+        "reward": float(best["reward"]), "selection": state.config.selection,
         "scores": {c: round(float(best[c]), 4) for c in [*score_columns, "score"]},
         "iterations": len(state.iterations), "total_reward": state.total_reward,
         "values": {e.expert_id: round(e.value, 4) for e in state.experts},

@@ -75,7 +75,7 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
                         record["expert_id"], record["reward_label"], record["reward"], record["total_reward"])
             if tournament.should_stop(config, iteration, state.total_reward):
                 break
-        summary = finish_tournament(state)
+        summary = finish_tournament(state, backends)
         for name in ("answers.parquet", "experts.parquet", "iterations.parquet", "best_answer.md"):
             tracker.log_artifact(state.root / name, "tournament")
         tracker.finish("FINISHED")

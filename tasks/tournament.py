@@ -22,5 +22,5 @@ def select_and_reward(state: tournament.TournamentState, judged, iteration: int,
 
 
 @task(name="finish-tournament", cache_policy=NO_CACHE)
-def finish_tournament(state: tournament.TournamentState) -> dict:
-    return tournament.finish_tournament(state)
+def finish_tournament(state: tournament.TournamentState, backends: dict) -> dict:
+    return tournament.finish_tournament(state, backends)

@@ -137,3 +137,30 @@ def test_tournament_waits_for_a_persons_reward_in_the_ui(prefect_server, backend
     alone = moe_tournament(tiny(tmp_path, max_iterations=1, wait_for_reward_s=3, run_name="nobody"))
     iterations = pd.read_parquet(f"{alone['run_dir']}/iterations.parquet")
     assert iterations["external_reward"].isna().all()  # the timeout passed: no reward, and the run completed
+
+
+@pytest.mark.slow
+def test_ask_keeps_the_consensus_answer_by_default(prefect_server, backend, tmp_path):
+    """The default selection end to end: the kept answer is the best-scored one of the largest cluster over all
+    answers, and every expert that agreed with the selected answers gains value."""
+    from flows.tournament import moe_tournament
+
+    config = tiny(tmp_path, instruction="Answer in one short sentence. What is the capital of France?", context="",
+                  experts=3, max_new_tokens=16, run_name="consensus")
+    assert config.selection == "consensus" and config.value_signal == "agreement"
+    summary = moe_tournament(config)
+    answers = pd.read_parquet(summary["answers_path"])
+    assert {"cluster", "agreement", "centrality", "kept"} <= set(answers.columns)
+    assert answers["kept"].sum() == 1 and summary["selection"] == "consensus"
+    kept = answers[answers["kept"]].iloc[0]
+    assert summary["answer"] == kept["text"] and summary["reward_label"] in load_spec().reward_labels
+    # Recomputed over every answer of the run, the kept one lies in the largest cluster and has its best score.
+    from evoforge.selection import Consensus
+
+    final = Consensus(config.consensus_similarity, config.consensus_threshold).features(
+        answers["text"].tolist(), summary["task"])
+    largest = answers[final["cluster"].to_numpy() == 0]
+    assert kept["text"] in largest["text"].tolist() and kept["score"] == largest["score"].max()
+    # Each iteration's selected answer agrees with itself: its expert's value rose above zero.
+    selected_experts = set(answers.loc[answers["selected"], "expert_id"])
+    assert all(summary["values"][e] > 0 for e in selected_experts)

@@ -1,0 +1,290 @@
+"""Picking one text among many: the one piece of code every place that keeps one answer out of several calls.
+
+The tournament's kept answer, and any aggregator or generator ensemble that must choose one text, call `select`.
+Each method is a plain function of a frame of per-answer features (one row per answer) and returns the row it keeps:
+
+- `judges`: the highest judge score (`score`: the panel's relevance/coherence mean). Rewards fluent text, not
+  true text: on the shipped question set it picks no better than a random answer (see the README's `ask` table).
+- `consensus`: self-consistency. Answers are clustered by how much they say the same thing (`similarity_matrix`:
+  the words they add to the task, or MiniLM embeddings); the largest cluster wins and, inside it, the best-scored
+  answer (by `score` where judges ran, else the most central one).
+- `verifier`: the highest P(correct) from a log-prob judge asked whether the answer is correct for the task
+  (`verifier_scores`), calibrated (Platt) on a labelled split.
+- `stacked`: a logistic regression over the features above (judge score, agreement, verifier), fitted on the
+  labelled split with `evoforge.ensembles` (stacking); keeps the highest predicted P(correct).
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from evoforge.calibration import Calibrator, fit_calibrator
+from evoforge.ensembles import Ensemble, fit_ensemble
+
+SelectionMethod = Literal["judges", "consensus", "verifier", "stacked"]
+SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked")
+NEEDS_LABELS = {"stacked"}  # fitted on the labelled split; the verifier's Platt map is monotone, so optional
+STACKED_FEATURES = ("score", "agreement", "verifier")
+
+# Words that carry no answer: left out of an answer's short form, so "The answer is Paris." and "Paris." agree.
+STOPWORDS = frozenset(
+    "a an the is are was were be been being am it its this that these those there here of in on at to for from by "
+    "with as and or but so if then than too very just also not no yes do does did has have had i you he she we they "
+    "my your our their his her me him us them what which who whom whose when where why how answer correct "
+    "question sure well can could would should will shall may might must one short sentence".split()
+)
+_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words and numbers ("1,000" and "3.5" stay whole), punctuation dropped."""
+    return [w.rstrip(".,") for w in _WORD.findall(text.lower())]
+
+
+def short_answer(text: str, task: str = "") -> frozenset[str]:
+    """What an answer adds to its task: its words minus stopwords and minus the task's own words."""
+    known = set(words(task)) | STOPWORDS
+    return frozenset(w for w in words(text) if w not in known)
+
+
+def contains_answer(text: str, accepted: list[str]) -> bool:
+    """Ground truth for the question set: the answer contains one accepted answer as whole words."""
+    said = f" {' '.join(words(text))} "
+    return any(f" {' '.join(words(a))} " in said for a in accepted if words(a))
+
+
+def word_similarity(texts: list[str], task: str = "") -> np.ndarray:
+    """Jaccard overlap of the answers' short forms (1.0 on the diagonal; 0 where an answer adds nothing)."""
+    forms = [short_answer(t, task) for t in texts]
+    n = len(forms)
+    sim = np.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            union = forms[i] | forms[j]
+            sim[i, j] = sim[j, i] = len(forms[i] & forms[j]) / len(union) if union else 0.0
+    return sim
+
+
+def embedding_similarity(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit-length embeddings (MiniLM)."""
+    embeddings = np.asarray(embeddings, dtype=float)
+    return embeddings @ embeddings.T
+
+
+def clusters(similarity: np.ndarray, threshold: float) -> np.ndarray:
+    """Cluster labels 0, 1, ... (0 the largest): repeatedly, the unassigned answer with the most unassigned
+    neighbours (similarity >= threshold) founds a cluster with them. Deterministic; ties go to the earlier answer."""
+    similarity = np.asarray(similarity, dtype=float)
+    n = len(similarity)
+    labels = np.full(n, -1)
+    close = similarity >= threshold
+    np.fill_diagonal(close, True)
+    cluster = 0
+    while (labels < 0).any():
+        free = labels < 0
+        support = (close & free[None, :]).sum(axis=1) * free  # unassigned neighbours of each unassigned answer
+        founder = int(np.argmax(support))
+        labels[close[founder] & free] = cluster
+        cluster += 1
+    return labels
+
+
+def agreement(labels: np.ndarray) -> np.ndarray:
+    """Each answer's share of the other answers in its cluster (0: alone; 1: all agree)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if n < 2:
+        return np.ones(n)
+    sizes = np.bincount(labels)[labels]
+    return (sizes - 1) / (n - 1)
+
+
+def centrality(similarity: np.ndarray) -> np.ndarray:
+    """Mean similarity to the other answers (the 'most similar to the others' rule)."""
+    similarity = np.asarray(similarity, dtype=float)
+    n = len(similarity)
+    if n < 2:
+        return np.ones(n)
+    return (similarity.sum(axis=1) - np.diag(similarity)) / (n - 1)
+
+
+def consensus_features(similarity: np.ndarray, threshold: float) -> pd.DataFrame:
+    """The consensus columns `select` reads: `cluster`, `agreement` and `centrality`."""
+    labels = clusters(similarity, threshold)
+    return pd.DataFrame({"cluster": labels, "agreement": agreement(labels), "centrality": centrality(similarity)})
+
+
+def agreement_reward(labels: np.ndarray, kept: int) -> np.ndarray:
+    """Each answer's reward for its expert: 1.0 where it says what the kept answer says (same cluster), else 0.0.
+    Over many tasks an expert's value then ranks it by how often it is right, as far as consensus is."""
+    labels = np.asarray(labels)
+    return (labels == labels[kept]).astype(float)
+
+
+# --- the methods: each maps a features frame to the position of the kept answer ---------------------------------
+
+
+def _best(values) -> int:
+    """Position of the largest value; NaN (an unscored answer) is never kept while a scored one exists."""
+    values = np.asarray(values, dtype=float)
+    return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
+
+
+def select_judges(features: pd.DataFrame) -> int:
+    return _best(features["score"])
+
+
+def select_consensus(features: pd.DataFrame) -> int:
+    """The best answer of the largest cluster: by judge score where there is one, else the most central."""
+    members = np.flatnonzero(features["cluster"].to_numpy() == 0)  # cluster 0 is the largest
+    tie = features["score"] if "score" in features and features["score"].notna().any() else features["centrality"]
+    return int(members[_best(tie.to_numpy()[members])])
+
+
+def select_verifier(features: pd.DataFrame) -> int:
+    return _best(features["verifier"])
+
+
+def select_stacked(features: pd.DataFrame, stacker: Ensemble) -> int:
+    return _best(stacker.combine(stacked_matrix(features)))
+
+
+def stacked_matrix(features: pd.DataFrame) -> np.ndarray:
+    """The stacked model's inputs, as probabilities (ensembles' stacking takes their log-odds)."""
+    return features[list(STACKED_FEATURES)].to_numpy(dtype=float)
+
+
+def fit_stacker(features: pd.DataFrame, correct) -> Ensemble:
+    """Stacking (a logistic regression on the features' log-odds) fitted on labelled answers."""
+    return fit_ensemble("stacking", stacked_matrix(features), np.asarray(correct, dtype=float))
+
+
+def needed_features(method: str) -> set[str]:
+    """Which features a method reads, so callers compute only those (judging and verifying cost forward passes)."""
+    return {"judges": {"score"}, "consensus": {"cluster", "score"}, "verifier": {"verifier"},
+            "stacked": set(STACKED_FEATURES)}[method]
+
+
+def select(method: str, features: pd.DataFrame, stacker: Ensemble | None = None) -> int:
+    """The position (0-based row) of the answer `method` keeps."""
+    if method == "judges":
+        return select_judges(features)
+    if method == "consensus":
+        return select_consensus(features)
+    if method == "verifier":
+        return select_verifier(features)
+    if method == "stacked":
+        if stacker is None:
+            raise ValueError("selection=stacked needs a model fitted on the labelled split (fit_stacker)")
+        return select_stacked(features, stacker)
+    raise ValueError(f"selection: unknown method {method!r}; expected one of {SELECTION_METHODS}")
+
+
+# --- the verifier: a log-prob judge of correctness ---------------------------------------------------------------
+
+VERIFIER_INSTRUCTION = ("Question: {task}\n\nProposed answer: {answer}\n\nIs the proposed answer correct? "
+                        'Answer "yes" or "no".')
+
+
+def verifier_scores(backend, tasks: list[str], answers: list[str]) -> np.ndarray:
+    """Raw P("yes") that each answer is correct for its task (parallel lists: many tasks score in one call)."""
+    from evoforge.judging import MAX_TEXT_CHARS, first_label_probability
+
+    prompts = [backend.chat_prompt(VERIFIER_INSTRUCTION.replace("{task}", t).replace("{answer}", a[:MAX_TEXT_CHARS]))
+               for t, a in zip(tasks, answers)]
+    return first_label_probability(backend.option_logprobs(prompts, ["yes", "no"], desc="verifier"))
+
+
+@dataclass
+class Consensus:
+    """How answers are compared for consensus: `words` (short forms) or `embedding` (MiniLM), and the threshold."""
+
+    similarity: Literal["words", "embedding"] = "words"
+    threshold: float = 0.5
+
+    def matrix(self, texts: list[str], task: str = "", embedder=None) -> np.ndarray:
+        if self.similarity == "words":
+            return word_similarity(texts, task)
+        if embedder is None:
+            from models.embedder import load_embedder
+
+            embedder = load_embedder("minilm")
+        return embedding_similarity(embedder.embed(texts))
+
+    def features(self, texts: list[str], task: str = "", embedder=None) -> pd.DataFrame:
+        return consensus_features(self.matrix(texts, task, embedder), self.threshold)
+
+
+# --- a selector: the method, its consensus rule and what was fitted on the labelled split -------------------------
+
+LABELLED_PATH = Path(__file__).resolve().parents[1] / "data" / "ask" / "labelled.jsonl"
+
+
+def load_labelled(path: str | Path = LABELLED_PATH) -> pd.DataFrame:
+    """The labelled split: answers written by the tournament's experts to the benchmark's labelled questions, with
+    `group` (one question's answers), `task`, `text`, `correct` (0/1) and their judge `score` and `verifier_raw`
+    as measured when the benchmark wrote it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labelled split: {path} does not exist; run benchmarks/ask_bench.py "
+                                "--write-labelled, or choose selection judges or consensus (they need no labels)")
+    frame = pd.read_json(path, lines=True)
+    missing = {"group", "task", "text", "correct", "score", "verifier_raw"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"labelled split {path}: missing columns {sorted(missing)}")
+    return frame
+
+
+@dataclass
+class Selector:
+    """What `select` needs beyond the features: the method, the consensus rule, and, for the verifier and
+    stacked methods, the verifier's calibration and the stacked model (fitted on the labelled split)."""
+
+    method: str = "consensus"
+    consensus: Consensus = field(default_factory=Consensus)
+    calibrator: Calibrator = field(default_factory=Calibrator)
+    stacker: Ensemble | None = None
+
+    @property
+    def verifies(self) -> bool:
+        return self.method in ("verifier", "stacked")
+
+    def features(self, texts: list[str], task: str, scores=None, verifier_raw=None, embedder=None) -> pd.DataFrame:
+        """The features frame for one task's answers: judge `score` (if given), consensus columns, `verifier`."""
+        frame = self.consensus.features(texts, task, embedder)
+        if scores is not None:
+            frame["score"] = np.asarray(scores, dtype=float)
+        if verifier_raw is not None:
+            frame["verifier_raw"] = np.asarray(verifier_raw, dtype=float)
+            frame["verifier"] = self.calibrator(frame["verifier_raw"].to_numpy())
+        return frame
+
+    def pick(self, features: pd.DataFrame) -> int:
+        return select(self.method, features, self.stacker)
+
+
+def fit_selector(method: str, consensus: Consensus | None = None, labelled: pd.DataFrame | None = None,
+                 embedder=None) -> Selector:
+    """A selector for `method`; the verifier and stacked methods are fitted on the labelled split (loaded from
+    the shipped file unless given): Platt scaling of the verifier's P(correct), then the stacked model on the
+    answers' judge score, agreement (recomputed with this consensus rule) and calibrated verifier."""
+    if method not in SELECTION_METHODS:
+        raise ValueError(f"selection: unknown method {method!r}; expected one of {SELECTION_METHODS}")
+    selector = Selector(method, consensus or Consensus())
+    if not selector.verifies:
+        return selector
+    labelled = load_labelled() if labelled is None else labelled
+    selector.calibrator = fit_calibrator("platt", labelled["verifier_raw"], labelled["correct"])
+    if method == "stacked":
+        parts = []
+        for _, group in labelled.groupby("group", sort=False):
+            feats = selector.features(group["text"].tolist(), group["task"].iloc[0], group["score"],
+                                      group["verifier_raw"], embedder)
+            parts.append(feats.assign(correct=group["correct"].to_numpy()))
+        frame = pd.concat(parts, ignore_index=True)
+        selector.stacker = fit_stacker(frame, frame["correct"])
+    return selector

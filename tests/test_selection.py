@@ -1,0 +1,162 @@
+"""Selecting one answer among many: each method on hand-made answer sets whose right pick is known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evoforge.config import TournamentConfig
+from evoforge.selection import (
+    Consensus,
+    agreement_reward,
+    clusters,
+    contains_answer,
+    fit_selector,
+    fit_stacker,
+    load_labelled,
+    select,
+    short_answer,
+    word_similarity,
+)
+from evoforge.tournament import learn_values, select_answer
+
+TASK = "Answer in one short sentence. What is the capital of France?"
+# Three answers say Paris (the right one), two say Lyon; the judges like the fluent Lyon answers best.
+ANSWERS = [
+    "The capital of France is Lyon, a lovely and historic city.",
+    "Paris.",
+    "The capital of France is Paris.",
+    "Lyon is the capital of France, a lovely city.",
+    "It is Paris, of course.",
+]
+JUDGE_SCORES = [0.9, 0.3, 0.6, 0.8, 0.5]
+RIGHT = [False, True, True, False, True]
+
+
+def features(**extra) -> pd.DataFrame:
+    frame = Consensus("words", 0.5).features(ANSWERS, TASK)
+    frame["score"] = JUDGE_SCORES
+    return frame.assign(**extra)
+
+
+def test_short_answers_keep_only_what_the_answer_adds():
+    assert short_answer("The capital of France is Paris.", TASK) == {"paris"}
+    assert short_answer("It is Paris, of course.", TASK) == {"paris", "course"}
+    assert short_answer("It is 1,000 meters.", "How many meters are in one kilometer?") == {"1,000"}
+    similarity = word_similarity(ANSWERS, TASK)
+    assert similarity[1, 2] == 1.0 and similarity[0, 2] == 0.0 and np.allclose(similarity, similarity.T)
+
+
+def test_ground_truth_matches_whole_words_only():
+    assert contains_answer("The capital of France is Paris.", ["Paris"])
+    assert contains_answer("There are one hundred centimeters.", ["100", "one hundred"])
+    assert not contains_answer("It is 120.", ["12"])  # a number inside another number is no match
+    assert not contains_answer("Parisian food is good.", ["Paris"])
+    assert contains_answer("A meter has 1,000 millimeters.", ["1,000"])
+
+
+def test_clusters_put_the_largest_group_first():
+    labels = clusters(word_similarity(ANSWERS, TASK), 0.5)
+    assert labels[1] == labels[2] == labels[4] == 0  # the three Paris answers
+    assert labels[0] == labels[3] != 0
+    assert clusters(np.eye(3), 0.5).tolist() == [0, 1, 2]  # nobody agrees: each alone, in order
+
+
+def test_judges_keep_the_best_scored_answer_even_when_wrong():
+    assert select("judges", features()) == 0
+    assert select("judges", features(score=[np.nan, 0.3, 0.6, np.nan, 0.5])) == 2  # unscored answers never win
+
+
+def test_consensus_keeps_the_best_scored_answer_of_the_largest_cluster():
+    assert select("consensus", features()) == 2  # Paris wins 3 to 2; among the Paris answers 0.6 is the best score
+    without_judges = features().drop(columns="score")
+    assert RIGHT[select("consensus", without_judges)]  # ties broken by centrality instead
+
+
+def test_verifier_keeps_the_answer_most_likely_correct():
+    assert select("verifier", features(verifier=[0.2, 0.7, 0.95, 0.1, 0.6])) == 2
+
+
+def test_stacked_learns_which_feature_tells_right_from_wrong():
+    # A labelled split where agreement, not the judges' score, goes with being right.
+    rng = np.random.default_rng(0)
+    n = 200
+    correct = rng.random(n) < 0.5
+    train = pd.DataFrame({"score": rng.uniform(0.2, 0.9, n),
+                          "agreement": np.clip(np.where(correct, 0.7, 0.25) + rng.normal(0, 0.1, n), 0.01, 0.99),
+                          "verifier": rng.uniform(0.3, 0.7, n)})
+    stacker = fit_stacker(train, correct)
+    assert select("stacked", features(verifier=[0.5] * 5), stacker) in (1, 2, 4)
+    with pytest.raises(ValueError, match="stacked needs a model"):
+        select("stacked", features(verifier=[0.5] * 5))
+    with pytest.raises(ValueError, match="selection: unknown method 'best'"):
+        select("best", features())
+
+
+def test_selector_fits_verifier_and_stacked_on_a_labelled_split(tmp_path):
+    groups = []
+    for g in range(12):
+        texts = ["Paris.", "It is Paris.", "Lyon.", "Nice is lovely."]
+        groups.append(pd.DataFrame({"group": g, "task": TASK, "text": texts, "correct": [1, 1, 0, 0],
+                                    "score": [0.4, 0.5, 0.9, 0.8], "verifier_raw": [0.6, 0.7, 0.5, 0.4]}))
+    labelled = pd.concat(groups, ignore_index=True)
+    selector = fit_selector("stacked", Consensus("words", 0.5), labelled)
+    assert selector.stacker is not None and selector.calibrator.method == "platt"
+    frame = selector.features(ANSWERS, TASK, JUDGE_SCORES, [0.4, 0.6, 0.7, 0.3, 0.6])
+    assert RIGHT[selector.pick(frame)]
+    assert fit_selector("consensus").stacker is None  # needs no labels
+    with pytest.raises(FileNotFoundError, match="labelled split"):
+        load_labelled(tmp_path / "missing.jsonl")
+
+
+def test_experts_that_agree_with_the_kept_answer_gain_value():
+    labels = clusters(word_similarity(ANSWERS, TASK), 0.5)
+    assert agreement_reward(labels, 2).tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+    judged = pd.DataFrame({"expert_id": [0, 1, 2, 3, 4], "cluster": labels})
+    config = TournamentConfig(instruction="x")
+    values = np.zeros(5)
+    for _ in range(5):
+        values = learn_values(config, values, judged, kept=2, row=0, reward=0.0, external=None)
+    assert values[[1, 2, 4]].min() > values[[0, 3]].max()  # the experts that said Paris rank first
+    only_selected = learn_values(config.model_copy(update={"value_signal": "reward"}), np.zeros(5), judged, 2, 2,
+                                 0.7, None)
+    assert np.flatnonzero(only_selected).tolist() == [2]
+
+
+def test_exploration_starts_from_the_selections_pick():
+    rng = np.random.default_rng(0)
+    assert select_answer(np.array(JUDGE_SCORES), 0.0, rng, best=2) == (2, False)
+
+
+@pytest.mark.slow
+def test_embedding_consensus_groups_paraphrases(embedder):
+    texts = ["Paris is the capital of France.", "The capital of France is Paris.", "I enjoy eating bananas."]
+    frame = Consensus("embedding", 0.8).features(texts, TASK, embedder)
+    assert frame["cluster"].tolist() == [0, 0, 1]
+    assert select("consensus", frame) in (0, 1)
+
+
+@pytest.mark.slow
+def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
+    """`benchmarks/ask_bench.py --quick`: a few questions, a few experts, one seed, through the real models."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "ask_bench.py"), "--quick", "--out", str(tmp_path)],
+                   check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
+    result = json.loads(next(tmp_path.glob("*-ask-quick.json")).read_text())
+    methods = {r["method"].split(" (")[0] for r in result["methods"]}
+    assert {"single answer", "ceiling", "judges", "consensus", "verifier"} <= methods
+    ceiling = next(r["mean"] for r in result["methods"] if r["method"].startswith("ceiling"))
+    assert all(0 <= r["mean"] <= ceiling for r in result["methods"] if not r["method"].startswith("ceiling"))
+    assert result["open_ended"] and "| selection | accuracy |" in result["markdown"]
+
+
+def test_the_shipped_labelled_split_fits_verifier_and_stacked():
+    labelled = load_labelled()
+    assert labelled["correct"].isin([0, 1]).all() and labelled["group"].nunique() >= 20
+    selector = fit_selector("stacked", Consensus("words", 0.2), labelled)
+    assert selector.stacker is not None and fit_selector("verifier").calibrator.method == "platt"
