@@ -16,8 +16,6 @@ Writes benchmarks/results/<date>-<host>-ask.json and prints the README's markdow
 import argparse
 import json
 import os
-import platform
-import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -215,8 +213,7 @@ def main() -> int:
     parser.add_argument("--write-labelled", action="store_true",
                         help=f"write seed 0's labelled-split answers to {LABELLED.relative_to(ROOT)}")
     args = parser.parse_args()
-    import torch
-
+    from benchmarks.machine import machine_info
     from models.embedder import load_embedder
     from models.transformers_backend import load_backend, resolve_precision
 
@@ -228,16 +225,13 @@ def main() -> int:
     opens = pd.DataFrame({"task": open_tasks, "qid": -1 - np.arange(len(open_tasks)), "labelled": False})
     config = TournamentConfig(instruction="benchmark", experts=args.experts, max_new_tokens=args.max_new_tokens,
                               continue_tokens=max(4, args.max_new_tokens // 3))
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), None)
-    machine = {"host": socket.gethostname(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "cpu": cpu or platform.machine(), "precision": resolve_precision(config.precision)}
+    machine = {**machine_info(), "precision": resolve_precision(config.precision)}
     print(f"machine: {machine}", flush=True)
     started = time.perf_counter()
     backend = load_backend("smollm2", config.precision)
     embedder = load_embedder("minilm")
     timings = dict.fromkeys(["generate_s", "judges_s", "verifier_s", "embed_s", "words_s"], 0.0)
-    frames, open_frames, similarity, populations = [], [], {}, {}
+    frames, open_frames, similarity = [], [], {}
     tasks = pd.concat([questions, opens], ignore_index=True)
     cache = Path(args.cache) if args.cache else None
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -306,7 +300,6 @@ def main() -> int:
     print("feature AUC:", {k: round(v, 3) for k, v in aucs.items()}, flush=True)
 
     rows = []
-    total_answers = len(answers) // args.seeds // len(questions)
     gen_s = timings["generate_s"] / args.seeds
     cost = {"judges": timings["judges_s"], "verifier": timings["verifier_s"], "embedding": timings["embed_s"],
             "words": timings["words_s"]}

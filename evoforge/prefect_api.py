@@ -42,6 +42,9 @@ def ensure_prefect_api(health_timeout_s: float = 30) -> str:
                                  "PREFECT_API_URL=http://127.0.0.1:4200/api")
     from prefect.server.api.server import SubprocessASGIServer
 
+    # Prefect makes its home folder without parents (.state/prefect in a fresh checkout has none), and its server
+    # then fails on every try to open its database until the start-up timeout.
+    settings.home.mkdir(parents=True, exist_ok=True)
     server = SubprocessASGIServer()
     try:
         server.start()

@@ -81,3 +81,15 @@ def test_a_server_that_prefect_api_url_names_is_used_when_it_answers(prefect_ser
 
     assert PREFECT_API_URL.value()  # the harness points this process at its own server
     assert ensure_prefect_api() == PREFECT_API_URL.value()
+
+
+@pytest.mark.slow
+def test_the_temporary_server_starts_in_a_fresh_checkout(tmp_path):
+    """A fresh clone has no .state/: Prefect makes its home without parents, and its server then failed on every
+    try to open its database until the start-up timeout (found by running `make run` on a fresh clone)."""
+    home = tmp_path / "checkout" / ".state" / "prefect"
+    start = ("import evoforge.cli; from evoforge.prefect_api import ensure_prefect_api; "
+             "print(ensure_prefect_api())")
+    started = python("-c", start, env={**clean_env(tmp_path), "PREFECT_HOME": str(home)})
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip().startswith("http://127.0.0.1:") and (home / "prefect.db").is_file()
