@@ -39,17 +39,21 @@ from tasks.evolution import (
 )
 
 
+def calling_models(task, config: RunConfig):
+    """A task that calls models, retried with backoff and stopped after the configured timeout. Each such step is
+    deterministic (a generation's steps are seeded by it; fitting judges scores fixed references) and changes
+    no state until it returns, so a transient backend error or a hung call costs a retry, not the night's run."""
+    return task.with_options(retries=config.task_retries, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+                             timeout_seconds=config.task_timeout_s)
+
+
 # The state is a live in-process object (archive, experts, models): it is passed by reference, not validated.
 @flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
 def generation(state: RunState, number: int, backends: dict, tracker, heldout=None) -> dict:
-    # The model-calling steps are retried with backoff: they are deterministic for a generation (seeded by it)
-    # and change no state, so a transient backend error costs a retry, not the night's run.
-    retry = dict(retries=state.config.task_retries, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-                 timeout_seconds=state.config.task_timeout_s)
     started = time.perf_counter()
-    candidates = generate_candidates.with_options(**retry)(state, number, backends)
+    candidates = calling_models(generate_candidates, state.config)(state, number, backends)
     generated = time.perf_counter()
-    judged = judge_candidates.with_options(**retry)(state, candidates, backends)
+    judged = calling_models(judge_candidates, state.config)(state, candidates, backends)
     judged_at = time.perf_counter()
     outcome = update_archive(state, judged, number)
     archived = time.perf_counter()
@@ -89,8 +93,8 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     tracker = open_tracking(state, tags=prefect_run_tags())
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
-        fit_judges(state, backends, tracker)
-        heldout = fit_heldout_judge(state, backends) if config.heldout_judge else None
+        calling_models(fit_judges, config)(state, backends, tracker)
+        heldout = calling_models(fit_heldout_judge, config)(state, backends) if config.heldout_judge else None
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune

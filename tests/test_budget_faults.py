@@ -51,7 +51,7 @@ def test_a_spent_budget_stops_the_run_and_a_larger_one_resumes_it(prefect_server
 
 class FlakyBackend:
     """Injected faults: every 5th model call (20%) raises, and the first judge call hangs until stopped (the
-    test's timeout, 120 s, is 20-40x a normal step here: room for a slow machine)."""
+    test's timeout, 90 s, is 10-30x a normal step here: room for a slow machine)."""
 
     def __init__(self, real):
         self.real, self.calls, self.hung = real, 0, False
@@ -84,7 +84,7 @@ def test_faults_and_a_hung_call_are_retried_and_change_nothing(prefect_server, b
     clean = flows_module.evolution_run(RunConfig(**TINY, out=str(tmp_path), run_name="clean"))
     flaky = FlakyBackend(backend)
     monkeypatch.setattr(flows_module, "load_backend", lambda name, precision: flaky)
-    faulty = flows_module.evolution_run(RunConfig(**TINY, out=str(tmp_path), run_name="faulty", task_timeout_s=120))
+    faulty = flows_module.evolution_run(RunConfig(**TINY, out=str(tmp_path), run_name="faulty", task_timeout_s=90))
     assert flaky.hung and flaky.calls >= 10  # the hang and at least two faults happened
     assert faulty["generations"] == clean["generations"] == 3
     columns = ["cell", "cid", "text", "quality"]

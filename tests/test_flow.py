@@ -88,8 +88,10 @@ def test_evolution_run_end_to_end(prefect_server, backend, tmp_path):
 def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_server, backend, tmp_path, monkeypatch):
     import flows.evolution as flows_module
 
-    config = RunConfig(**TINY, out=str(tmp_path), run_name="crash", judge_references=False)
-    # Judging asks 2 judges x 2 questions = 4 scoring calls per generation: generation 1's first one fails.
+    config = RunConfig(**TINY, out=str(tmp_path), run_name="crash", judge_references=False, heldout_judge=False,
+                       task_retries=0)
+    # Judging asks 2 judges x 2 questions = 4 scoring calls per generation: generation 1's first one fails (and,
+    # with no retries, fails the run; nothing else scores: no references, no held-out judge).
     faulty = FaultyJudgeBackend(backend, ok_calls=4)
     monkeypatch.setattr(flows_module, "load_backend", lambda name, precision: faulty)
     with pytest.raises(RuntimeError, match="injected judge fault"):

@@ -59,9 +59,11 @@ def test_runs_in_one_process_share_a_fitted_panel_only_when_judges_domain_and_mo
     backends = {"smollm2": object()}  # nothing is scored: no references, no contextual calibration
     config = RunConfig(judge_references=False)
     domain = load_domain("opinions")
-    panel = make_panel(config, domain, backends)
-    assert make_panel(config.model_copy(update={"seed": 7, "search": "target"}), domain, backends) is panel
-    assert make_panel(config, domain, {"smollm2": object()}) is not panel  # another loaded model
-    assert make_panel(config, load_domain("jaws"), backends) is not panel
+    panel = make_panel(config, domain, backends)  # the fitted rules are shared; the guard switch is each run's
+    assert make_panel(config.model_copy(update={"seed": 7, "search": "target"}), domain, backends).rules is panel.rules
+    unguarded = make_panel(config.model_copy(update={"judge_guards": False}), domain, backends)
+    assert unguarded.rules is panel.rules and panel.guard and not unguarded.guard
+    assert make_panel(config, domain, {"smollm2": object()}).rules is not panel.rules  # another loaded model
+    assert make_panel(config, load_domain("jaws"), backends).rules is not panel.rules
     other = config.model_copy(update={"judges": [JudgeConfig(name="solo")]})
     assert make_panel(other, domain, backends).judges == other.judges
