@@ -18,7 +18,6 @@ from evoforge.run import (
     RunState,
     add_expert,
     generation_metrics,
-    heldout_metrics,
     open_tracking,
     summary_markdown,
     top_elites,
@@ -28,6 +27,7 @@ from flows.links import prefect_run_tags
 from models.embedder import load_embedder
 from models.transformers_backend import load_backend
 from tasks.evolution import (
+    check_elites_heldout,
     finish_run,
     fit_heldout_judge,
     fit_judges,
@@ -59,7 +59,7 @@ def generation(state: RunState, number: int, backends: dict, tracker, heldout=No
     archived = time.perf_counter()
     metrics = generation_metrics(state, outcome, embedder=load_embedder())
     if heldout is not None:
-        metrics.update(heldout_metrics(state, heldout, backends))
+        metrics.update(calling_models(check_elites_heldout, state.config)(state, heldout, backends))
     metrics.update(
         seconds_generate=generated - started, seconds_judge=judged_at - generated, seconds_archive=archived - judged_at,
         seconds_total=time.perf_counter() - started,

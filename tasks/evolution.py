@@ -32,6 +32,12 @@ def fit_heldout_judge(state: run.RunState, backends: dict):
     return fit_heldout_panel(backends, state.domain)
 
 
+@task(name="check-elites-heldout", cache_policy=NO_CACHE)
+def check_elites_heldout(state: run.RunState, panel, backends: dict) -> dict:
+    """The held-out judge's agreement with the archive's cells (new elites are judged once)."""
+    return run.heldout_metrics(state, panel, backends)
+
+
 @task(name="generate-candidates", cache_policy=NO_CACHE)
 def generate_candidates(state: run.RunState, generation: int, backends: dict):
     return run.generate_step(state, generation, backends)
