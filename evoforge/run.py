@@ -296,28 +296,30 @@ def elite_diversity(state: RunState, embedder) -> float:
     from models.embedder import mean_pairwise_distance
 
     elites = state.archive.elites()
-    missing = [c for c in elites["cid"] if c not in state.embeddings]
+    state.embeddings, vectors = per_elite(state.embeddings, elites, embedder.embed)
+    return mean_pairwise_distance(np.stack(vectors)) if len(elites) else 0.0
+
+
+def per_elite(cache: dict, elites: pd.DataFrame, compute) -> tuple[dict, list]:
+    """A value per live elite, each computed once (`compute(texts)`) when the elite first appears: the cache
+    pruned to the live elites, and the values in the elites' order."""
+    missing = [c for c in elites["cid"] if c not in cache]
     if missing:
-        texts = elites.set_index("cid").loc[missing, "text"].tolist()
-        state.embeddings.update(zip(missing, embedder.embed(texts)))
+        cache.update(zip(missing, compute(elites.set_index("cid").loc[missing, "text"].tolist())))
     live = set(elites["cid"])
-    state.embeddings = {c: v for c, v in state.embeddings.items() if c in live}
-    return mean_pairwise_distance(np.stack([state.embeddings[c] for c in elites["cid"]])) if len(elites) else 0.0
+    cache = {c: v for c, v in cache.items() if c in live}
+    return cache, [cache[c] for c in elites["cid"]]
 
 
 def heldout_metrics(state: RunState, panel: Panel, backends: dict) -> dict[str, float]:
     """How many of the elites a held-out judge (never used for selection) puts in the same cell, or in the same or
     a neighbouring one. Each elite is judged once, when it first appears."""
     elites = state.archive.elites()
-    missing = [c for c in elites["cid"] if c not in state.heldout_bins]
-    if missing:
-        texts = elites.set_index("cid").loc[missing, "text"].tolist()
-        bins = heldout_bins(panel, backends, state.archive.bin_index, state.domain.axis_names, texts)
-        state.heldout_bins.update(zip(missing, bins))
-    live = set(elites["cid"])
-    state.heldout_bins = {c: b for c, b in state.heldout_bins.items() if c in live}
+    state.heldout_bins, theirs = per_elite(
+        state.heldout_bins, elites,
+        lambda texts: heldout_bins(panel, backends, state.archive.bin_index, state.domain.axis_names, texts))
     ours = elites[[f"bin_{a}" for a in state.domain.axis_names]].to_numpy(dtype=int)
-    theirs = np.array([state.heldout_bins[c] for c in elites["cid"]]).reshape(ours.shape)
+    theirs = np.array(theirs).reshape(ours.shape)
     same, near = bin_agreement(ours, theirs)
     return {"heldout/same_cell": same, "heldout/agreement": near}
 
