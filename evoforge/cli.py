@@ -11,7 +11,6 @@
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -206,18 +205,13 @@ def evaluate_request(args: argparse.Namespace) -> dict:
     return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed, out=args.out)
 
 
-def field_name(loc: tuple) -> str:
-    """A validation error's field as a flag-like name (`finetune.every`); odd keys from a file are quoted."""
-    return ".".join(str(p).replace("_", "-") if re.fullmatch(r"[A-Za-z0-9_]+", str(p)) else repr(p) for p in loc)
-
-
 # The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
 FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from evoforge.domain import DomainError, load_domain
+    from evoforge.domain import DomainError, field_path, load_domain
     from evoforge.finetuning import DatasetNotFoundError, dataset_files
     from evoforge.run import ResumeError
     from models.resolve import ModelNotFoundError
@@ -248,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             load_domain(args.domain)
     except ValidationError as err:
-        problems = "; ".join(f"--{field_name(e['loc'])}: {' '.join(e['msg'].split())}" for e in err.errors())
+        problems = "; ".join(f"--{field_path(e['loc'], flags=True)}: {' '.join(e['msg'].split())}" for e in err.errors())
         print(f"evoforge: invalid settings: {problems}", file=sys.stderr)
         return 2
     except (DomainError, OSError, ValueError) as err:  # JSONDecodeError is a ValueError

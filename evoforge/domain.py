@@ -4,6 +4,7 @@ Domains are YAML files under `data/domains/`. A broken file raises `DomainError`
 what is expected, so a user can fix it without reading this code.
 """
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -150,6 +151,18 @@ class Domain(_Strict):
         return self
 
 
+def field_path(loc: tuple, flags: bool = False) -> str:
+    """A validation error's field as `axes.0.bins` (as a flag, `--finetune.every`, with `flags`); odd keys from a
+    file are quoted, so the error stays one line."""
+    parts = []
+    for p in loc:
+        if re.fullmatch(r"[A-Za-z0-9_]+", str(p)):
+            parts.append(str(p).replace("_", "-") if flags else str(p))
+        else:
+            parts.append(repr(p))
+    return ".".join(parts)
+
+
 def domain_path(name_or_path: str | Path) -> Path:
     """A shipped domain's file by name (`opinions`), or any YAML file by path."""
     path = Path(name_or_path)
@@ -179,7 +192,7 @@ def load_domain(name_or_path: str | Path) -> Domain:
         return Domain.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc']) or '(top level)'}': {e['msg']}"
+            f"field '{field_path(e['loc']) or '(top level)'}': {e['msg']}"
             + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
             for e in err.errors()
         )
