@@ -50,8 +50,26 @@ def stack(tmp_path_factory):
         stop(stack)
 
 
+class RetryBusy(httpx.HTTPTransport):
+    """Retries a 503, as Prefect's own client does: the server answers 503 when SQLite is busy (the runner, the
+    scheduler and the UI write to one file), which a client is meant to retry."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(8):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(0.5 * 2**attempt)
+        return response
+
+
+def prefect_client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=f"{url}/api", timeout=30, transport=RetryBusy())
+
+
 def api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=f"{stack.prefect_url}/api", timeout=30)
+    return prefect_client(stack.prefect_url)
 
 
 def deployment_id(stack: Stack, flow: str, name: str, wait: float = 300) -> str:
@@ -253,14 +271,16 @@ def test_ui_started_with_sigint_ignored_stops_within_seconds_with_a_run_in_fligh
             if "Ctrl-C stops all" in line:
                 break
         assert process.poll() is None, "".join(output)
-        with httpx.Client(base_url=f"http://127.0.0.1:{prefect_port}/api", timeout=30) as client:
+        with prefect_client(f"http://127.0.0.1:{prefect_port}") as client:
             deadline = time.monotonic() + 300
             while (found := client.get("/deployments/name/evolution_run/nightly")).status_code != 200:
                 assert time.monotonic() < deadline, "the runner registered no deployment within 5 minutes"
                 time.sleep(1)
             config = {**TINY, "generations": 100, "run_name": "cut", "out": str(tmp_path / "runs")}
-            flow_run_id = client.post(f"/deployments/{found.json()['id']}/create_flow_run",
-                                      json={"parameters": {"config": config}}).json()["id"]
+            created = client.post(f"/deployments/{found.json()['id']}/create_flow_run",
+                                  json={"parameters": {"config": config}})
+            assert created.status_code == 201, created.text
+            flow_run_id = created.json()["id"]
         state_file = tmp_path / "runs" / "cut" / "state.json"
         deadline = time.monotonic() + 600
         while not (state_file.exists() and json.loads(state_file.read_text())["completed"] >= 1):
