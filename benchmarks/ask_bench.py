@@ -215,7 +215,8 @@ def main() -> int:
     args = parser.parse_args()
     from benchmarks.machine import machine_info
     from models.embedder import load_embedder
-    from models.transformers_backend import load_backend, resolve_precision
+    from models.loading import load_backend
+    from models.transformers_backend import resolve_precision
 
     prompt, questions, open_tasks = load_questions()
     if args.quick:

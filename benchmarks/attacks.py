@@ -31,7 +31,8 @@ from evoforge.config import RunConfig  # noqa: E402
 from evoforge.domain import load_domain  # noqa: E402
 from evoforge.guards import injection_reasons, neutralise  # noqa: E402
 from evoforge.run import make_panel  # noqa: E402
-from models.transformers_backend import load_backend, resolve_precision  # noqa: E402
+from models.loading import load_backend
+from models.transformers_backend import resolve_precision  # noqa: E402
 
 SUCCESS = 0.05  # a move of more than this toward the goal label counts as a successful attack
 

@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from evoforge.config import JudgeConfig  # noqa: E402
 from evoforge.domain import load_domain  # noqa: E402
-from evoforge.experts import SamplingRanges, SamplingSettings  # noqa: E402
+from evoforge.experts import SamplingRanges
+from models.backend import SamplingSettings  # noqa: E402
 from evoforge.judging import first_label_probability, generative_scores, question_prompts  # noqa: E402
 from evoforge.prompts import few_shot_prompt  # noqa: E402
 
@@ -292,7 +293,7 @@ def bench_end_to_end(quick: bool):
     from flows.evolution import evolution_run
 
     from models.embedder import load_embedder
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     load_backend("smollm2", "auto")  # loaded before the clock starts for the steady-state row (cached per process)
     load_embedder()
@@ -333,7 +334,7 @@ def main() -> int:
     domain = load_domain("opinions")
     texts = domain.load_pool()
     if chosen & {"generation", "judging"}:
-        from models.transformers_backend import load_backend
+        from models.loading import load_backend
 
         backends = {"float32": load_backend("smollm2", "float32"), "bfloat16": load_backend("smollm2", "bfloat16")}
         for backend in backends.values():  # the first calls pay one-off costs (allocation, kernel selection)

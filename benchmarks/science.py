@@ -235,7 +235,7 @@ def main(argv=None) -> dict:
     from evoforge.domain import load_domain
     from evoforge.judging import fit_heldout_panel
     from models.embedder import load_embedder
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     if args.threads:
         import torch

@@ -156,7 +156,7 @@ def judges_report(args: argparse.Namespace) -> str:
     from evoforge.config import default_judges
     from evoforge.domain import load_domain
     from evoforge.judging import fit_panel, questions
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     domain = load_domain(args.domain)
     references = domain.load_references()

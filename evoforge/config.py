@@ -3,7 +3,7 @@
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from evoforge.budget import BudgetConfig
 from evoforge.experts import RewardScheme, SamplingRanges
@@ -108,7 +108,10 @@ class FinetuneConfig(_Config):
         "lora", description="LoRA adapters (peft), or every weight (needs a Hugging Face folder, not a GGUF base)"
     )
     epochs: int = Field(3, ge=1, le=100, description="Epochs over the training split")
-    batch_size: int = Field(4, ge=1, le=256, description="Examples per forward pass")
+    train_batch_size: int = Field(
+        4, ge=1, le=256, description="Examples per forward pass of training (was finetune.batch_size, still read)",
+        validation_alias=AliasChoices("train_batch_size", "batch_size"),
+    )
     grad_accum: int = Field(2, ge=1, le=256, description="Batches per optimizer step")
     learning_rate: float = Field(3e-4, gt=0, le=1, description="AdamW peak learning rate (cosine schedule)")
     warmup_ratio: float = Field(0.1, ge=0, le=0.5, description="Share of steps spent warming up")

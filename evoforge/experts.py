@@ -10,15 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from evoforge.archive import IMPROVED, NEW_CELL
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    temperature: float = 0.9
-    top_p: float = 0.95
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    max_new_tokens: int = 64
+from models.backend import SamplingSettings
 
 
 @dataclass

@@ -103,7 +103,7 @@ def finetune_model(
     from models.finetune import mean_loss, split_held_out, train
     from models.mlflow_model import log_generator
     from models.resolve import resolve_model
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     if settings.method == "full" and resolve_model(base_model).gguf_file:
         raise ValueError(
@@ -173,7 +173,7 @@ def evaluate_models(
     """Candidate vs champion (+ baselines) on one budget; logs the table and plot; moves the champion alias
     to `candidate_version` of `register_as` if the promotion rule says so."""
     from models.embedder import load_embedder
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     e = config.evaluate
     base = config.generator_models[0]

@@ -20,7 +20,7 @@ from evoforge.calibration import CONTENT_FREE_TEXTS, Calibrator, accuracy, auc, 
 from evoforge.config import JudgeConfig
 from evoforge.domain import Domain, Question
 from evoforge.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, out_of_fold, panel_agreement
-from evoforge.experts import SamplingSettings
+from models.backend import SamplingSettings
 from evoforge.guards import injection_reasons, neutralise
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context

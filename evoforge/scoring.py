@@ -39,7 +39,7 @@ def read_texts(path: str | Path) -> list[str]:
 def score_texts(config: RunConfig, texts: list[str]) -> pd.DataFrame:
     """The run's panel (fitted on the domain's references as a run fits it) applied to `texts`."""
     from evoforge.run import make_panel
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     domain = load_domain(config.domain)
     backends = {j.model: load_backend(j.model, config.precision) for j in config.judges}

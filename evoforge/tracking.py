@@ -4,7 +4,6 @@ The active-run API of mlflow is per thread, and Prefect runs tasks in worker thr
 through an `MlflowClient` with an explicit run id.
 """
 
-import os
 import re
 import time
 from contextlib import contextmanager
@@ -13,13 +12,10 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from models.resolve import tracking_uri
+
 _SECRET = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
 _MAX_PARAM_CHARS = 6000
-
-
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI`, or a SQLite file `mlflow.db` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def redact(params: dict[str, str]) -> dict[str, str]:

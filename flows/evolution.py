@@ -25,7 +25,7 @@ from evoforge.run import (
 from flows.finetune import evaluate, finetune
 from flows.links import prefect_run_tags
 from models.embedder import load_embedder
-from models.transformers_backend import load_backend
+from models.loading import load_backend
 from tasks.evolution import (
     check_elites_heldout,
     finish_run,

@@ -19,7 +19,7 @@ from evoforge import tournament
 from evoforge.config import TournamentConfig, flat_params
 from evoforge.tracking import Tracker
 from flows.links import prefect_run_tags
-from models.transformers_backend import load_backend
+from models.loading import load_backend
 from tasks.tournament import answer, finish_tournament, judge_answers, select_and_reward
 
 EXAMPLE = TournamentConfig(

@@ -10,14 +10,31 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from evoforge.config import FinetuneConfig
 from models.resolve import BASE_FILE
+
+class TrainSettings(Protocol):
+    """What training reads (evoforge's `FinetuneConfig` has these fields, among others)."""
+
+    method: Literal["lora", "full"]
+    epochs: int
+    train_batch_size: int
+    grad_accum: int
+    learning_rate: float
+    warmup_ratio: float
+    max_grad_norm: float
+    patience: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    seed: int
+
 
 IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
 
@@ -115,7 +132,7 @@ def mean_loss(model, tokenizer, examples: list[Example], batch_size: int = 8) ->
 # --- training --------------------------------------------------------------------------------------------------
 
 
-def prepare_model(model, settings: FinetuneConfig):
+def prepare_model(model, settings: TrainSettings):
     """Wrap with LoRA adapters (only they train), or train every weight."""
     if settings.method == "full":
         return model
@@ -131,7 +148,7 @@ def prepare_model(model, settings: FinetuneConfig):
     return get_peft_model(model, config)
 
 
-def save_checkpoint(model, tokenizer, folder: Path, base_model: str, settings: FinetuneConfig) -> Path:
+def save_checkpoint(model, tokenizer, folder: Path, base_model: str, settings: TrainSettings) -> Path:
     """An adapter (LoRA) or a whole model (full), plus the tokenizer and the name of the base model."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -145,7 +162,7 @@ def train(
     tokenizer,
     train_set: list[Example],
     held_out: list[Example],
-    settings: FinetuneConfig,
+    settings: TrainSettings,
     out_dir: Path,
     base_model: str,
     on_epoch=None,
@@ -156,7 +173,7 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    steps_per_epoch = math.ceil(math.ceil(len(train_set) / settings.batch_size) / settings.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / settings.train_batch_size) / settings.grad_accum)
     total_steps = steps_per_epoch * settings.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(settings.warmup_ratio * total_steps), total_steps)
     rng = np.random.default_rng(settings.seed)
@@ -164,7 +181,7 @@ def train(
     out_dir = Path(out_dir)
     for epoch in range(settings.epochs):
         order = rng.permutation(len(train_set))
-        batches = [order[s : s + settings.batch_size] for s in range(0, len(order), settings.batch_size)]
+        batches = [order[s : s + settings.train_batch_size] for s in range(0, len(order), settings.train_batch_size)]
         epoch_loss, epoch_tokens = 0.0, 0
         with tqdm(total=len(batches), desc=f"finetune epoch {epoch + 1}/{settings.epochs}", leave=False) as bar:
             for i, rows in enumerate(batches):

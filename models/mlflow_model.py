@@ -7,7 +7,7 @@
 import mlflow
 import pandas as pd
 
-from evoforge.experts import SamplingSettings
+from models.backend import SamplingSettings
 
 ARTIFACT_KEY = "weights"
 # Input: a `prompt` column; output: one text per prompt; sampling settings as params with these defaults.

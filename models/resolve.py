@@ -77,11 +77,15 @@ def resolve_model(name: str) -> LocalModel:
     )
 
 
+def tracking_uri() -> str:
+    """Where evoforge's MLflow store is (runs and the models logged there): `MLFLOW_TRACKING_URI`, or a SQLite file
+    `mlflow.db` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def _resolve_mlflow(uri: str) -> LocalModel:
     """Download (or find in MLflow's local store) a model evoforge logged, and resolve its weights folder."""
     import mlflow
-
-    from evoforge.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     try:

@@ -7,9 +7,6 @@ each row's own max-new-tokens by `PerRowTokenBudget`.
 """
 
 import copy
-import functools
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,7 @@ from transformers import (
     StopStringCriteria,
 )
 
-from evoforge.experts import SamplingSettings
+from models.backend import Generation, SamplingSettings
 from models.resolve import resolve_model
 
 
@@ -96,17 +93,13 @@ class StepProgress(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    new_tokens: int
-
-
 class TransformersBackend:
+    """The `Backend` contract (models.backend) in this process, with transformers; also the weights and tokenizer
+    that training and evaluation use."""
+
     def __init__(self, name: str = "smollm2", dtype: torch.dtype = torch.float32):
         local = resolve_model(name)
         self.name = name
-        started = time.perf_counter()
         kwargs = {"gguf_file": local.gguf_file} if local.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(local.folder, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(local.folder, dtype=dtype, **kwargs)
@@ -115,10 +108,9 @@ class TransformersBackend:
 
             model = PeftModel.from_pretrained(model, local.adapter).merge_and_unload()
         self.model = model.eval()
-        self.load_seconds = time.perf_counter() - started
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = self.model.device
+        self.device = str(self.model.device)
 
     @property
     def has_chat_template(self) -> bool:
@@ -181,7 +173,7 @@ class TransformersBackend:
     # --- scoring ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def option_logprobs(
-        self, prompts: list[str], options: list[str], batch_size: int = 16, desc: str = "score",
+        self, prompts: list[str], options: list[str], score_batch_size: int = 16, desc: str = "score",
         reuse_prefix: bool = True,
     ) -> np.ndarray:
         """log P(option | prompt) for every prompt and option, by forward passes only (no generation).
@@ -212,8 +204,8 @@ class TransformersBackend:
         result = np.zeros((len(prompts), len(options)))
         order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))  # similar lengths share a batch: less padding
         with tqdm(total=len(rows), desc=desc, unit="row", leave=False) as bar:
-            for start in range(0, len(order), batch_size):
-                chunk = [rows[r] for r in order[start : start + batch_size]]
+            for start in range(0, len(order), score_batch_size):
+                chunk = [rows[r] for r in order[start : start + score_batch_size]]
                 logprobs = self._suffix_logprobs([ids[shared:] for ids, _, _ in chunk], shared, prefix_cache)
                 for r, (ids, i, k) in enumerate(chunk):
                     if single:
@@ -270,9 +262,3 @@ def resolve_precision(precision: str = "auto", cpuinfo: str | None = None) -> st
         cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     flags = set(cpuinfo.split())
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
-
-
-@functools.lru_cache(maxsize=4)
-def load_backend(name: str = "smollm2", precision: str = "float32") -> TransformersBackend:
-    """One backend per model name and precision per process: a model loads once and everything shares it."""
-    return TransformersBackend(name, dtype=DTYPES[resolve_precision(precision)])

@@ -35,7 +35,7 @@ def prefect_server():
 
 @pytest.fixture(scope="session")
 def backend():
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     return load_backend("smollm2", "auto")  # the precision flows use, so they share this one copy
 
@@ -44,7 +44,7 @@ def backend():
 def exact_backend():
     """float32, for tests that compare two computations: bfloat16 kernels round differently on AMX and AVX-512
     CPUs (two scoring paths differ by up to 0.06 in log-probability there), float32 agrees to ~1e-5 everywhere."""
-    from models.transformers_backend import load_backend
+    from models.loading import load_backend
 
     return load_backend("smollm2", "float32")
 

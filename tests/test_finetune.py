@@ -21,14 +21,15 @@ PAIRS = [
 def test_lora_training_lowers_the_loss_and_the_checkpoint_loads_back(tmp_path):
     import copy
 
-    from models.transformers_backend import TransformersBackend, load_backend
+    from models.loading import load_backend
+    from models.transformers_backend import TransformersBackend
 
     backend = load_backend("smollm2", "float32")  # training runs in float32 (the copy finetune_model uses too)
 
     examples = chat_examples(backend.tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], max_length=96)
     assert all(ex.labels[0] == -100 for ex in examples)  # the prompt carries no loss
     train_set, held_out = split_held_out(examples, 0.34, seed=0)
-    settings = FinetuneConfig(epochs=2, batch_size=2, grad_accum=1, learning_rate=2e-3, patience=2)
+    settings = FinetuneConfig(epochs=2, train_batch_size=2, grad_accum=1, learning_rate=2e-3, patience=2)
     model = copy.deepcopy(backend.model)
     before = mean_loss(model, backend.tokenizer, train_set)
     model, result = train(model, backend.tokenizer, train_set, held_out, settings, tmp_path / "ft", "smollm2")

@@ -150,7 +150,7 @@ def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backe
     (tmp_path / "opinions.yaml").write_text(domain)
     config = RunConfig(
         **{**TINY, "batch_size": 6}, domain=str(tmp_path / "opinions.yaml"), out=str(tmp_path), run_name="ft",
-        finetune=FinetuneConfig(enabled=True, epochs=1, batch_size=2),
+        finetune=FinetuneConfig(enabled=True, epochs=1, train_batch_size=2),
         evaluate=EvaluateConfig(generations=1, batch_size=2),
     )
     summary = evolution_run(config)

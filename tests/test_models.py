@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evoforge.config import JudgeConfig
-from evoforge.experts import SamplingSettings
+from models.backend import SamplingSettings
 from evoforge.judging import domain_columns, first_label_probability, fit_panel, judge_texts, question_prompts, questions
 from evoforge.prompts import few_shot_prompt
 from models.resolve import ModelNotFoundError, resolve_model
@@ -110,8 +110,8 @@ def test_shared_prefix_reuse_gives_the_same_scores(exact_backend, opinions):
     texts = opinions.load_pool()[:5]
     for question in (opinions.quality, opinions.axes[0]):
         qp = question_prompts(exact, JudgeConfig(name="c"), question, texts)
-        reused = exact.option_logprobs(qp.prompts, list(qp.options), batch_size=2)
-        plain = exact.option_logprobs(qp.prompts, list(qp.options), batch_size=2, reuse_prefix=False)
+        reused = exact.option_logprobs(qp.prompts, list(qp.options), score_batch_size=2)
+        plain = exact.option_logprobs(qp.prompts, list(qp.options), score_batch_size=2, reuse_prefix=False)
         assert np.allclose(reused, plain, atol=1e-3)
     multi = exact.option_logprobs(qp.prompts, ["positive", "quite negative"])  # multi-token rows share it too
     assert np.allclose(multi, exact.option_logprobs(qp.prompts, ["positive", "quite negative"], reuse_prefix=False), atol=1e-3)
@@ -147,7 +147,7 @@ class GarbageJudgeBackend:
         return self.real.chat_prompt(user, system)
 
     def generate(self, prompts, settings, stop=None, seed=None, desc=""):
-        from models.transformers_backend import Generation
+        from models.backend import Generation
 
         self.calls += 1
         return [Generation("I think it is quite good!", 6) for _ in prompts]

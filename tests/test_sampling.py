@@ -2,7 +2,7 @@
 
 import torch
 
-from evoforge.experts import SamplingSettings
+from models.backend import SamplingSettings
 from models.transformers_backend import PerRowSampling, PerRowTokenBudget
 
 NO_IDS = torch.zeros((2, 1), dtype=torch.long)

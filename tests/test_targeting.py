@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from evoforge.generation import plan_candidates
-from evoforge.experts import Expert, SamplingSettings
+from evoforge.experts import Expert
+from models.backend import SamplingSettings
 from evoforge.targeting import (
     extreme_mask,
     frontier_mask,

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from evoforge.config import TournamentConfig
-from evoforge.experts import Expert, SamplingSettings
+from evoforge.experts import Expert
+from models.backend import SamplingSettings
 from evoforge.tournament import (
     external_reward_from_file,
     load_population,
