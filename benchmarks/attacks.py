@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_info  # noqa: E402
-from evoforge.config import RunConfig  # noqa: E402
-from evoforge.domain import load_domain  # noqa: E402
-from evoforge.guards import injection_reasons, neutralise  # noqa: E402
-from evoforge.run import make_panel  # noqa: E402
+from evoforge.core.config import RunConfig  # noqa: E402
+from evoforge.core.domain import load_domain  # noqa: E402
+from evoforge.judges.guards import injection_reasons, neutralise  # noqa: E402
+from evoforge.steps.evolution import make_panel  # noqa: E402
 from models.loading import load_backend
 from models.transformers_backend import resolve_precision  # noqa: E402
 

@@ -26,12 +26,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
-from evoforge.config import JudgeConfig  # noqa: E402
-from evoforge.domain import load_domain  # noqa: E402
-from evoforge.experts import SamplingRanges
+from evoforge.core.config import JudgeConfig  # noqa: E402
+from evoforge.core.domain import load_domain  # noqa: E402
+from evoforge.core.experts import SamplingRanges
 from models.backend import SamplingSettings  # noqa: E402
-from evoforge.judging import first_label_probability, generative_scores, question_prompts  # noqa: E402
-from evoforge.prompts import few_shot_prompt  # noqa: E402
+from evoforge.judges.panel import first_label_probability, generative_scores, question_prompts  # noqa: E402
+from evoforge.core.prompts import few_shot_prompt  # noqa: E402
 
 ROWS: list[dict] = []
 
@@ -224,7 +224,7 @@ def naive_map_elites(cells: np.ndarray, quality: np.ndarray) -> dict:
 
 
 def bench_archive(quick: bool):
-    from evoforge.archive import QDArchive
+    from evoforge.core.archive import QDArchive
 
     bins = [0.005, 0.02, 0.05, 0.2, 0.5, 0.8, 0.95, 0.98, 0.995]
     sizes = [1_000, 100_000] if quick else [1_000, 100_000, 1_000_000]
@@ -254,7 +254,7 @@ def bench_archive(quick: bool):
 
 
 def bench_parquet(quick: bool):
-    from evoforge.store import RunStore
+    from evoforge.core.store import RunStore
 
     n, per_generation = (100_000, 10_000) if quick else (1_000_000, 50_000)
     group = f"parquet {n:,} candidates"
@@ -288,8 +288,8 @@ def bench_end_to_end(quick: bool):
     """A short real run: wall time by stage, and the share spent outside model compute."""
     from mlflow.tracking import MlflowClient
 
-    from evoforge.config import RunConfig
-    from evoforge.tracking import tracking_uri
+    from evoforge.core.config import RunConfig
+    from evoforge.core.tracking import tracking_uri
     from flows.evolution import evolution_run
 
     from models.embedder import load_embedder

@@ -29,10 +29,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Importing evoforge first turns telemetry off and gives Prefect's temporary server minutes to start.
-from evoforge.judging import bin_agreement, heldout_bins  # noqa: E402
+from evoforge.judges.panel import bin_agreement, heldout_bins  # noqa: E402
 
 METHODS = ["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot"]
 BASELINE = "zero_shot"
@@ -75,8 +74,8 @@ def heldout_agreement(heldout_panel, backends: dict, archive, elites: pd.DataFra
 
 def run_one(config, heldout_panel, backends, embedder) -> dict:
     """One real flow run and its scores."""
-    from evoforge.archive import QDArchive
-    from evoforge.domain import load_domain
+    from evoforge.core.archive import QDArchive
+    from evoforge.core.domain import load_domain
     from flows.evolution import evolution_run
     from models.embedder import mean_pairwise_distance
 
@@ -231,9 +230,9 @@ def main(argv=None) -> dict:
     out = Path(args.out or tempfile.mkdtemp(prefix="evoforge-science-"))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
-    from evoforge.config import RunConfig
-    from evoforge.domain import load_domain
-    from evoforge.judging import fit_heldout_panel
+    from evoforge.core.config import RunConfig
+    from evoforge.core.domain import load_domain
+    from evoforge.judges.panel import fit_heldout_panel
     from models.embedder import load_embedder
     from models.loading import load_backend
 

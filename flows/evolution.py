@@ -12,12 +12,13 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from evoforge.budget import exhausted as budget_exhausted
-from evoforge.config import RunConfig
-from evoforge.run import (
+from evoforge.core.budget import exhausted as budget_exhausted
+from evoforge.core.config import RunConfig
+from evoforge.judges.panel import Panel
+from evoforge.steps.evolution import (
     RunState,
-    add_expert,
     generation_metrics,
+    new_expert,
     open_tracking,
     summary_markdown,
     top_elites,
@@ -49,11 +50,11 @@ def calling_models(task, config: RunConfig):
 
 # The state is a live in-process object (archive, experts, models): it is passed by reference, not validated.
 @flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
-def generation(state: RunState, number: int, backends: dict, tracker, heldout=None) -> dict:
+def generation(state: RunState, number: int, panel: Panel, backends: dict, tracker, heldout: Panel | None = None) -> dict:
     started = time.perf_counter()
     candidates = calling_models(generate_candidates, state.config)(state, number, backends)
     generated = time.perf_counter()
-    judged = calling_models(judge_candidates, state.config)(state, candidates, backends)
+    judged = calling_models(judge_candidates, state.config)(panel, candidates, backends)
     judged_at = time.perf_counter()
     outcome = update_archive(state, judged, number)
     archived = time.perf_counter()
@@ -93,7 +94,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     tracker = open_tracking(state, tags=prefect_run_tags())
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision) for name in state.model_names}
-        calling_models(fit_judges, config)(state, backends, tracker)
+        panel = calling_models(fit_judges, config)(state, backends, tracker)
         heldout = calling_models(fit_heldout_judge, config)(state, backends) if config.heldout_judge else None
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
@@ -106,12 +107,12 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
                                stopped_by)
                 tracker.set_tags({"stopped_by": stopped_by})
                 break
-            generation(state, number, backends, tracker, heldout)
+            generation(state, number, panel, backends, tracker, heldout)
             if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
                 tuned = finetune(state, tracker, tag=f"g{number:04d}")
                 if ft.join_population and "checkpoint" in tuned:
                     backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision)
-                    add_expert(state, tuned["checkpoint"])
+                    state.experts.append(new_expert(state, tuned["checkpoint"]))
         if ft.enabled and not stopped_by:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:

@@ -10,13 +10,13 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from evoforge import finetuning
-from evoforge.archive import QDArchive
-from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig, flat_params
-from evoforge.domain import load_domain
-from evoforge.finetune_data import elite_examples, ever_elites
-from evoforge.run import RunState
-from evoforge.tracking import Tracker
+from evoforge.training import finetuning
+from evoforge.core.archive import QDArchive
+from evoforge.core.config import EvaluateConfig, FinetuneConfig, RunConfig, flat_params
+from evoforge.core.domain import load_domain
+from evoforge.training.finetune_data import elite_examples, ever_elites
+from evoforge.steps.evolution import RunState
+from evoforge.core.tracking import Tracker
 
 
 @task(name="build-finetune-data", cache_policy=NO_CACHE)

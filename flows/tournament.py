@@ -15,9 +15,9 @@ from prefect.runtime import flow_run
 from prefect.states import Running
 from pydantic import Field
 
-from evoforge import tournament
-from evoforge.config import TournamentConfig, flat_params
-from evoforge.tracking import Tracker
+from evoforge.steps import tournament
+from evoforge.core.config import TournamentConfig, flat_params
+from evoforge.core.tracking import Tracker
 from flows.links import prefect_run_tags
 from models.loading import load_backend
 from tasks.tournament import answer, finish_tournament, judge_answers, select_and_reward

@@ -1,9 +1,9 @@
-"""Tasks of a mixture-of-experts tournament: thin wrappers over `evoforge.tournament`, one per step."""
+"""Tasks of a mixture-of-experts tournament: thin wrappers over `evoforge.steps.tournament`, one per step."""
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from evoforge import tournament
+from evoforge.steps import tournament
 
 
 @task(name="answer", cache_policy=NO_CACHE)

@@ -58,6 +58,6 @@ def embedder():
 
 @pytest.fixture
 def opinions():
-    from evoforge.domain import load_domain
+    from evoforge.core.domain import load_domain
 
     return load_domain("opinions")

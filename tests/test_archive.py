@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evoforge.archive import IMPROVED, NEW_CELL, NOT_ADDED, QDArchive
+from evoforge.core.archive import IMPROVED, NEW_CELL, NOT_ADDED, QDArchive
 
 PUBLISHED_1D = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.995]
 PUBLISHED_2D = [0.005, 0.02, 0.05, 0.2, 0.5, 0.8, 0.95, 0.98, 0.995]

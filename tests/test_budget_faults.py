@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evoforge.budget import BudgetConfig, exhausted, spent
-from evoforge.config import RunConfig
-from evoforge.tracking import tracking_uri
+from evoforge.core.budget import BudgetConfig, exhausted, spent
+from evoforge.core.config import RunConfig
+from evoforge.core.tracking import tracking_uri
 
 TINY = dict(generations=3, experts=2, batch_size=4, max_new_tokens=16, continue_tokens=8, seed=5,
             judge_references=False)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from evoforge.calibration import accuracy, auc, fit_calibrator
+from evoforge.judges.calibration import fit_calibrator
+from evoforge.judges.measures import accuracy, auc
 
 
 def biased_judge(n=200, seed=0):

@@ -1,6 +1,6 @@
 import pytest
 
-from evoforge.domain import DomainError, load_domain
+from evoforge.core.domain import DomainError, load_domain
 
 BASE = """
 name: toy
@@ -93,7 +93,7 @@ def test_small_pool_is_an_error(tmp_path):
 
 
 def test_reference_labels_load_and_bad_values_name_column_and_line(tmp_path):
-    from evoforge.domain import DOMAINS_DIR, DomainError, load_domain
+    from evoforge.core.domain import DOMAINS_DIR, DomainError, load_domain
 
     references = load_domain("opinions").load_references()
     assert list(references.columns) == ["text", "quality", "sentiment"]

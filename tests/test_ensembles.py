@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from evoforge.calibration import accuracy
-from evoforge.ensembles import COMBINE_METHODS, fit_ensemble, out_of_fold, panel_agreement
+from evoforge.judges.measures import accuracy, out_of_fold
+from evoforge.judges.ensembles import COMBINE_METHODS, fit_ensemble, panel_agreement
 
 
 def constructed_panel(n=400, seed=0):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from evoforge.archive import IMPROVED, NEW_CELL, NOT_ADDED
-from evoforge.experts import (
+from evoforge.core.archive import IMPROVED, NEW_CELL, NOT_ADDED
+from evoforge.core.experts import (
     Expert,
     RewardScheme,
     SamplingRanges,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from evoforge.config import FinetuneConfig
-from models.finetune import chat_examples, mean_loss, split_held_out, train
+from evoforge.core.config import FinetuneConfig
+from models.finetune import chat_examples, mean_loss, split_held_out
 from models.resolve import resolve_model
 
 pytestmark = pytest.mark.slow
@@ -19,27 +19,33 @@ PAIRS = [
 
 
 def test_lora_training_lowers_the_loss_and_the_checkpoint_loads_back(tmp_path):
-    import copy
+    import pandas as pd
 
+    from evoforge.training.finetuning import finetune_model
     from models.loading import load_backend
     from models.transformers_backend import TransformersBackend
 
-    backend = load_backend("smollm2", "float32")  # training runs in float32 (the copy finetune_model uses too)
-
-    examples = chat_examples(backend.tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], max_length=96)
+    shared = load_backend("smollm2", "float32")  # the backend finetune_model trains from, shared by the process
+    weights_before = {k: v.clone() for k, v in shared.model.state_dict().items() if "layers.0." in k}
+    examples = chat_examples(shared.tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], max_length=96)
     assert all(ex.labels[0] == -100 for ex in examples)  # the prompt carries no loss
-    train_set, held_out = split_held_out(examples, 0.34, seed=0)
-    settings = FinetuneConfig(epochs=2, train_batch_size=2, grad_accum=1, learning_rate=2e-3, patience=2)
-    model = copy.deepcopy(backend.model)
-    before = mean_loss(model, backend.tokenizer, train_set)
-    model, result = train(model, backend.tokenizer, train_set, held_out, settings, tmp_path / "ft", "smollm2")
-    after = mean_loss(model, backend.tokenizer, train_set)
-    assert after < before - 0.1
-    assert len(result.history) == 2 and result.history[1]["train_loss"] < result.history[0]["train_loss"]
-    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["best", "epoch_00", "epoch_01"]
-    assert backend.model.__class__.__name__ == "LlamaForCausalLM"  # the shared model was not wrapped
+    train_set, _ = split_held_out(examples, 0.34, seed=0)
+    before = mean_loss(shared.model, shared.tokenizer, train_set)
 
-    local = resolve_model(str(result.best_checkpoint))
+    settings = FinetuneConfig(epochs=2, train_batch_size=2, grad_accum=1, learning_rate=2e-3, patience=2,
+                              eval_fraction=0.34)
+    frame = pd.DataFrame({"prompt": [p for p, _ in PAIRS], "completion": [c for _, c in PAIRS]})
+    outcome = finetune_model(frame, "smollm2", settings, tmp_path / "ft", tracker=None, register_as=None)
+    history = outcome["history"]
+    assert len(history) == 2 and history[1]["train_loss"] < history[0]["train_loss"]
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["best", "epoch_00", "epoch_01"]
+    # The shared backend is still the base model: not wrapped by LoRA, its weights untouched.
+    assert shared.model.__class__.__name__ == "LlamaForCausalLM"
+    assert all(v.equal(shared.model.state_dict()[k]) for k, v in weights_before.items())
+
+    local = resolve_model(outcome["checkpoint"])
     assert local.adapter is not None and local.gguf_file is not None
-    tuned = TransformersBackend(str(result.best_checkpoint))
-    assert mean_loss(tuned.model, tuned.tokenizer, held_out) == pytest.approx(result.best_eval_loss, rel=1e-3)
+    tuned = TransformersBackend(outcome["checkpoint"])
+    assert mean_loss(tuned.model, tuned.tokenizer, train_set) < before - 0.1  # it learnt the training pairs
+    assert mean_loss(tuned.model, tuned.tokenizer, outcome["held_out"]) == pytest.approx(outcome["held_out_loss"],
+                                                                                          rel=1e-3)

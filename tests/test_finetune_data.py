@@ -4,9 +4,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evoforge.evaluate import comparison_table, promote
-from evoforge.finetune_data import axis_phrase, bin_centre, elite_examples, niche_prompt, write_examples
-from evoforge.finetuning import DatasetNotFoundError, dataset_files, load_local_dataset
+from evoforge.training.evaluate import comparison_table, promote
+from evoforge.core.niches import axis_phrase, bin_centre, niche_prompt
+from evoforge.training.finetune_data import elite_examples, write_examples
+from evoforge.training.finetuning import DatasetNotFoundError, dataset_files, load_local_dataset
 
 
 def test_niche_prompts_name_the_niche(opinions):
@@ -32,8 +33,8 @@ def test_each_elite_becomes_one_chat_example(opinions, tmp_path):
 
 
 def test_every_candidate_that_entered_the_archive_is_an_example(opinions):
-    from evoforge.archive import QDArchive
-    from evoforge.finetune_data import ever_elites
+    from evoforge.core.archive import QDArchive
+    from evoforge.training.finetune_data import ever_elites
 
     archive = QDArchive(opinions.axis_names, [a.bins for a in opinions.axes])
     candidates = pd.DataFrame({"cid": [0, 1, 2, 3], "text": ["a", "b", "b", "c"], "quality": [0.5, 0.6, 0.6, 0.1],
@@ -82,8 +83,8 @@ def test_local_data_sets_load_with_datasets(tmp_path, suffix):
 def test_full_finetuning_of_a_packed_gguf_model_is_refused_with_the_way_out():
     import pandas as pd
 
-    from evoforge.config import FinetuneConfig
-    from evoforge.finetuning import finetune_model
+    from evoforge.core.config import FinetuneConfig
+    from evoforge.training.finetuning import finetune_model
 
     frame = pd.DataFrame({"text": ["a", "b"]})
     with pytest.raises(ValueError, match="method='full' cannot train 'smollm2'.*method='lora'"):

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evoforge.config import RunConfig
-from evoforge.domain import DOMAINS_DIR
-from evoforge.tracking import tracking_uri
+from evoforge.core.config import RunConfig
+from evoforge.core.domain import DOMAINS_DIR
+from evoforge.core.tracking import tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_serv
 
 
 def test_resume_refuses_changed_settings(tmp_path):
-    from evoforge.run import ResumeError, prepare_run
+    from evoforge.steps.evolution import ResumeError, prepare_run
 
     prepare_run(RunConfig(**TINY, out=str(tmp_path), run_name="r"))
     with pytest.raises(ResumeError, match=r"other settings \(batch_size\)"):
@@ -120,7 +120,7 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "evoforge.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "evoforge.app.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_help_and_clear_errors():
@@ -139,7 +139,7 @@ def test_cli_help_and_clear_errors():
 
 
 def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backend, tmp_path):
-    from evoforge.config import EvaluateConfig, FinetuneConfig
+    from evoforge.core.config import EvaluateConfig, FinetuneConfig
     from flows.evolution import evolution_run
 
     # The 135M judge keeps sentiment between ~0.2 and 0.8, where the published grid has only two bins: a grid of

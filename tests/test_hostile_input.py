@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from evoforge.cli import main
-from evoforge.config import RunConfig
-from evoforge.domain import MAX_ITEM_CHARS, Domain, DomainError, load_domain
+from evoforge.app.cli import main
+from evoforge.core.config import RunConfig
+from evoforge.core.domain import MAX_ITEM_CHARS, Domain, DomainError, load_domain
 
 SETTINGS = settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evoforge.config import JudgeConfig
-from evoforge.judging import fit_rule, first_label_probability, judge_distributions, report_metrics
+from evoforge.core.config import JudgeConfig
+from evoforge.judges.panel import fit_rule, first_label_probability, judge_distributions, report_metrics
 
 
 def test_first_label_probability_normalises_over_the_two_answers():
@@ -25,7 +25,7 @@ def test_question_rule_calibrates_each_judge_then_combines():
 
 
 def test_reference_methods_without_references_fail_with_the_fix(opinions):
-    from evoforge.judging import fit_panel, questions
+    from evoforge.judges.panel import fit_panel, questions
 
     with pytest.raises(ValueError, match="references:"):
         fit_panel({}, [JudgeConfig(name="a", calibration="platt")], questions(opinions), "mean", None)
@@ -45,7 +45,7 @@ def test_judge_distribution_metrics():
 
 
 def test_bin_agreement_counts_same_and_neighbouring_cells():
-    from evoforge.judging import bin_agreement
+    from evoforge.judges.panel import bin_agreement
 
     ours = np.array([[3, 4], [0, 0], [9, 9], [5, 5]])
     theirs = np.array([[3, 4], [1, 0], [7, 9], [6, 4]])  # same, one bin off, two bins off, one off on both axes

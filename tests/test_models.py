@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from evoforge.config import JudgeConfig
+from evoforge.core.config import JudgeConfig
 from models.backend import SamplingSettings
-from evoforge.judging import domain_columns, first_label_probability, fit_panel, judge_texts, question_prompts, questions
-from evoforge.prompts import few_shot_prompt
+from evoforge.judges.panel import domain_columns, first_label_probability, fit_panel, judge_texts, question_prompts, questions
+from evoforge.core.prompts import few_shot_prompt
 from models.resolve import ModelNotFoundError, resolve_model
 
 pytestmark = pytest.mark.slow

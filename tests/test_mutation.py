@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from evoforge.mutation import mutate, near, near_weights, replace
-from evoforge.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
+from evoforge.core.mutation import mutate, near, near_weights, replace
+from evoforge.core.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
 
 
 def test_replace_swaps_exactly_one_item_for_a_pool_item():

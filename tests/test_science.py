@@ -52,9 +52,9 @@ def test_ratio_interval_and_t_interval_on_known_numbers():
 
 
 def test_runs_in_one_process_share_a_fitted_panel_only_when_judges_domain_and_models_match():
-    from evoforge.config import JudgeConfig, RunConfig
-    from evoforge.domain import load_domain
-    from evoforge.run import make_panel
+    from evoforge.core.config import JudgeConfig, RunConfig
+    from evoforge.core.domain import load_domain
+    from evoforge.steps.evolution import make_panel
 
     backends = {"smollm2": object()}  # nothing is scored: no references, no contextual calibration
     config = RunConfig(judge_references=False)

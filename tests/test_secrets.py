@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evoforge.config import RunConfig
-from evoforge.tracking import tracking_uri
+from evoforge.core.config import RunConfig
+from evoforge.core.tracking import tracking_uri
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evoforge.config import TournamentConfig
-from evoforge.selection import (
+from evoforge.core.config import TournamentConfig
+from evoforge.judges.selection import (
     Consensus,
     agreement_reward,
     clusters,
@@ -17,7 +17,7 @@ from evoforge.selection import (
     short_answer,
     word_similarity,
 )
-from evoforge.tournament import learn_values, select_answer
+from evoforge.steps.tournament import learn_values, select_answer
 
 TASK = "Answer in one short sentence. What is the capital of France?"
 # Three answers say Paris (the right one), two say Lyon; the judges like the fluent Lyon answers best.

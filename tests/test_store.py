@@ -1,7 +1,7 @@
 import pandas as pd
 import pyarrow.parquet as pq
 
-from evoforge.store import RunStore
+from evoforge.core.store import RunStore
 
 
 def frame(generation, n):

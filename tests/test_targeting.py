@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evoforge.generation import plan_candidates
-from evoforge.experts import Expert
+from evoforge.search.generation import plan_candidates
+from evoforge.core.experts import Expert
 from models.backend import SamplingSettings
-from evoforge.targeting import (
+from evoforge.search.targeting import (
     extreme_mask,
     frontier_mask,
     labelled_prompt,

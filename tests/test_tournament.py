@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evoforge.config import TournamentConfig
-from evoforge.experts import Expert
+from evoforge.core.config import TournamentConfig
+from evoforge.core.experts import Expert
 from models.backend import SamplingSettings
-from evoforge.tournament import (
+from evoforge.steps.tournament import (
     external_reward_from_file,
     load_population,
     load_spec,
@@ -156,7 +156,7 @@ def test_ask_keeps_the_consensus_answer_by_default(prefect_server, backend, tmp_
     kept = answers[answers["kept"]].iloc[0]
     assert summary["answer"] == kept["text"] and summary["reward_label"] in load_spec().reward_labels
     # Recomputed over every answer of the run, the kept one lies in the largest cluster and has its best score.
-    from evoforge.selection import Consensus
+    from evoforge.judges.selection import Consensus
 
     final = Consensus(config.consensus_similarity, config.consensus_threshold).features(
         answers["text"].tolist(), summary["task"])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from evoforge.config import RunConfig
-from evoforge.domain import load_domain
+from evoforge.core.config import RunConfig
+from evoforge.core.domain import load_domain
 
 
 def read_texts(path: str | Path) -> list[str]:
@@ -38,7 +38,7 @@ def read_texts(path: str | Path) -> list[str]:
 
 def score_texts(config: RunConfig, texts: list[str]) -> pd.DataFrame:
     """The run's panel (fitted on the domain's references as a run fits it) applied to `texts`."""
-    from evoforge.run import make_panel
+    from evoforge.steps.evolution import make_panel
     from models.loading import load_backend
 
     domain = load_domain(config.domain)

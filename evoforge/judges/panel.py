@@ -6,7 +6,7 @@ Judge kinds (`JudgeConfig.kind`):
 - `generative`: the judge writes the probability as a 3-digit number, parsed strictly and retried; a judge that
   never answers validly gives NaN (a failure, not a zero).
 Each judge asks every question in its own format and phrasing. The `Panel` then calibrates each judge's scores
-(`evoforge.calibration`) and combines them per question (`evoforge.ensembles`), fitted on the domain's reference
+(`evoforge.judges.calibration`) and combines them per question (`evoforge.judges.ensembles`), fitted on the domain's reference
 labels where a method needs them.
 """
 
@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from evoforge.calibration import CONTENT_FREE_TEXTS, Calibrator, accuracy, auc, fit_calibrator
-from evoforge.config import JudgeConfig
-from evoforge.domain import Domain, Question
-from evoforge.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, out_of_fold, panel_agreement
+from evoforge.judges.calibration import CONTENT_FREE_TEXTS, Calibrator, fit_calibrator
+from evoforge.core.config import JudgeConfig
+from evoforge.core.domain import Domain, Question
+from evoforge.judges.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, panel_agreement
+from evoforge.judges.measures import accuracy, auc, out_of_fold
 from models.backend import SamplingSettings
-from evoforge.guards import injection_reasons, neutralise
+from evoforge.judges.guards import injection_reasons, neutralise
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
 
@@ -124,7 +125,7 @@ class Panel:
     rules: dict[str, QuestionRule]
     columns: dict[str, str]
     report: pd.DataFrame = field(default_factory=pd.DataFrame)
-    guard: bool = True  # judge-gaming guards (evoforge.guards): neutralised prompts and injection flags
+    guard: bool = True  # judge-gaming guards (evoforge.judges.guards): neutralised prompts and injection flags
 
     def judge(self, backends: dict, texts: list[str], questions: dict | None = None) -> pd.DataFrame:
         """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated), the

@@ -9,8 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evoforge.config import RunConfig
-from evoforge.run import archive_step, generate_step, generation_metrics, judge_step, prepare_run, record_step
+from evoforge.core.config import RunConfig
+from evoforge.steps.evolution import (
+    archive_step,
+    commit_generation,
+    fit_run_panel,
+    generate_step,
+    generation_metrics,
+    judge_step,
+    prepare_run,
+)
+
 
 def fill_archive(
     config: RunConfig, generator: str, search: str, label: str, out: Path, backends: dict, embedder=None,
@@ -26,13 +35,13 @@ def fill_archive(
         }
     )
     state = prepare_run(arm)
-    state.panel = panel  # the same fitted judges for every arm (fitted here when None)
+    panel = panel or fit_run_panel(state, backends)  # the same fitted judges for every arm (fitted here when None)
     metrics = {}
     for number in range(state.completed, arm.generations):
-        candidates = generate_step(state, number, backends)
-        outcome = archive_step(state, judge_step(state, candidates, backends), number)
+        judged = judge_step(panel, generate_step(state, number, backends), backends)
+        outcome = archive_step(state.archive, state.experts, judged, number, arm)
         metrics = generation_metrics(state, outcome, embedder=embedder)
-        record_step(state, number, outcome, metrics, tracker=None)
+        commit_generation(state, number, outcome, metrics, tracker=None)
     candidates = state.store.read_candidates(state.completed)
     valid = candidates[candidates["valid"]]
     scores = {

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from evoforge.budget import BudgetConfig
-from evoforge.config import EvaluateConfig, FinetuneConfig, RunConfig, TournamentConfig
+from evoforge.core.budget import BudgetConfig
+from evoforge.core.config import EvaluateConfig, FinetuneConfig, RunConfig, TournamentConfig
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
 RUN_FLAGS = {
@@ -153,9 +153,9 @@ def print_answer(summary: dict) -> None:
 
 def judges_report(args: argparse.Namespace) -> str:
     """Each judge, raw and calibrated, and each combination method, on the domain's reference labels."""
-    from evoforge.config import default_judges
-    from evoforge.domain import load_domain
-    from evoforge.judging import fit_panel, questions
+    from evoforge.core.config import default_judges
+    from evoforge.core.domain import load_domain
+    from evoforge.judges.panel import fit_panel, questions
     from models.loading import load_backend
 
     domain = load_domain(args.domain)
@@ -211,9 +211,9 @@ FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask")
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from evoforge.domain import DomainError, field_path, load_domain
-    from evoforge.finetuning import DatasetNotFoundError, dataset_files
-    from evoforge.run import ResumeError
+    from evoforge.core.domain import DomainError, field_path, load_domain
+    from evoforge.training.finetuning import DatasetNotFoundError, dataset_files
+    from evoforge.steps.evolution import ResumeError
     from models.resolve import ModelNotFoundError
 
     try:  # check the input before any server or model starts
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ask":
             request = tournament_config(args)
         elif args.command == "score":
-            from evoforge.scoring import read_texts
+            from evoforge.steps.scoring import read_texts
 
             values = read_config_file(args.config, RunConfig)
             request = (RunConfig.model_validate({**values, "domain": args.domain}), read_texts(args.input))
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Prefect and torch are imported only once the input is known to be good.
     if args.command in FLOW_COMMANDS:
-        from evoforge.prefect_api import PrefectUnavailable, ensure_prefect_api
+        from evoforge.app.prefect_api import PrefectUnavailable, ensure_prefect_api
 
         try:
             ensure_prefect_api()
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = evaluate_model(**request)
         elif args.command == "ui":
-            from evoforge.servers import Stack, StartupError, run_ui
+            from evoforge.app.servers import Stack, StartupError, run_ui
 
             stack = Stack(args.host, args.prefect_port, args.mlflow_port, Path(args.state))
             try:
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"evoforge: {err}", file=sys.stderr)
                 return 2
         elif args.command == "score":
-            from evoforge.scoring import score_texts
+            from evoforge.steps.scoring import score_texts
 
             scores = score_texts(*request)
             scores.to_csv(args.output, index=False)

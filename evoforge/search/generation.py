@@ -6,12 +6,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from evoforge.domain import Domain
-from evoforge.experts import Expert
-from evoforge.finetune_data import niche_prompt, niche_wish, random_niche
-from evoforge.mutation import mutate
-from evoforge.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
-from evoforge.targeting import labelled_prompt, target_genotype
+from evoforge.core.domain import Domain
+from evoforge.core.experts import Expert
+from evoforge.core.niches import niche_prompt, niche_wish, random_niche
+from evoforge.core.mutation import mutate
+from evoforge.core.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
+from evoforge.search.targeting import labelled_prompt, target_genotype
 
 MIN_TEXT_CHARS = 12  # shorter outputs ("I'm.", "") are recorded but not judged
 
@@ -43,7 +43,7 @@ def plan_candidates(
     search: 'lmx' mutates the expert's genotype once per candidate; 'fixed_few_shot' keeps it; 'zero_shot' uses
     no examples; 'niche' asks, in the chat format, for a random niche of the grid (what a tuned model learnt);
     'target' aims each candidate at one cell, with the elites nearest to it as named examples (see
-    `evoforge.targeting`); 'target_zero_shot' aims at a cell the same way but with no examples, only the niche
+    `evoforge.search.targeting`); 'target_zero_shot' aims at a cell the same way but with no examples, only the niche
     named on the open line.
     """
     plans = []

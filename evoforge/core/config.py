@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from evoforge.budget import BudgetConfig
-from evoforge.experts import RewardScheme, SamplingRanges
+from evoforge.core.budget import BudgetConfig
+from evoforge.core.experts import RewardScheme, SamplingRanges
 
 
 class _Config(BaseModel):

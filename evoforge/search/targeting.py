@@ -18,8 +18,8 @@ Every draw comes from the generation's rng, so a run stays reproducible and resu
 import numpy as np
 import pandas as pd
 
-from evoforge.domain import Domain
-from evoforge.finetune_data import niche_wish
+from evoforge.core.domain import Domain
+from evoforge.core.niches import niche_wish
 
 # Relative weights of the kinds of target. They are ratios between kinds of cell, not tuned to a domain: a
 # frontier cell that is also an extreme counts twice; a weak elite's cell counts at most half a frontier cell.

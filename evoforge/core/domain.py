@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DOMAINS_DIR = Path(__file__).resolve().parents[1] / "data" / "domains"
+DOMAINS_DIR = Path(__file__).resolve().parents[2] / "data" / "domains"
 # A seed-pool item longer than this is refused: a few-shot prompt holds several items plus the generator's output,
 # and judges read only the first 1,500 characters of a text; SmolLM2's context is 8,192 tokens.
 MAX_ITEM_CHARS = 2000

@@ -1,4 +1,4 @@
-"""Calibrating one judge's raw probabilities for one question, and measuring how good they are.
+"""Calibrating one judge's raw probabilities for one question.
 
 A small judge's P(first label) is biased (the 135M model leans to one answer) yet ranks texts usefully, so a
 monotone map fitted on reference labels fixes much of it. Methods:
@@ -14,7 +14,6 @@ from typing import Literal
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 CalibrationMethod = Literal["none", "contextual", "platt", "isotonic"]
 CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "")
@@ -26,19 +25,11 @@ def logit(p) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def accuracy(scores, labels) -> float:
-    """Share of texts on the right side of 0.5 (NaN scores count as wrong: a failed judgement is no answer)."""
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
-    return float(np.mean(np.where(np.isnan(scores), False, (scores >= 0.5) == (labels == 1))))
-
-
-def auc(scores, labels) -> float:
-    """Ranking quality (ROC AUC) over the texts the judge scored; NaN when one class is missing."""
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
-    ok = ~np.isnan(scores)
-    if len(np.unique(labels[ok])) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels[ok], scores[ok]))
+def contextual(probs, content_free) -> np.ndarray:
+    """Contextual calibration over k labels: each label's probability divided by the one the judge gives it on
+    content-free inputs, renormalised per row. For two labels it shifts the log-odds by logit(p_cf)."""
+    p = np.asarray(probs, dtype=float) / np.clip(np.asarray(content_free, dtype=float), EPS, None)
+    return p / p.sum(axis=-1, keepdims=True)
 
 
 @dataclass
@@ -57,8 +48,8 @@ class Calibrator:
         if self.method == "none":
             out[ok] = scores[ok]
         elif self.method == "contextual":
-            # Reweighting both answers by 1 / P_cf(answer), renormalised: a shift of the log-odds by logit(p_cf).
-            out[ok] = 1.0 / (1.0 + np.exp(-(logit(p) - logit(self.content_free))))
+            both = contextual(np.stack([p, 1 - p], axis=1), np.array([self.content_free, 1 - self.content_free]))
+            out[ok] = both[:, 0]
         elif self.method == "platt":
             out[ok] = self.model.predict_proba(logit(p).reshape(-1, 1))[:, 1]
         elif self.method == "isotonic":

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from evoforge import plots
-from evoforge.config import FinetuneConfig, RunConfig
-from evoforge.domain import Domain, load_domain
-from evoforge.evaluate import comparison_table, fill_archive, promote, qd_histories
-from evoforge.finetune_data import elite_examples, write_examples
-from evoforge.run import make_panel
-from evoforge.tracking import Tracker
+from evoforge.core import plots
+from evoforge.core.config import FinetuneConfig, RunConfig
+from evoforge.core.domain import Domain, load_domain
+from evoforge.training.evaluate import comparison_table, fill_archive, promote, qd_histories
+from evoforge.training.finetune_data import elite_examples, write_examples
+from evoforge.steps.evolution import make_panel
+from evoforge.core.tracking import Tracker
 
 CHAMPION = "champion"
 READERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text"}

@@ -1,27 +1,28 @@
 """The steps of an evolution run as plain functions over a `RunState`; Prefect tasks wrap them one to one.
 
-prepare_run -> (generate_step -> judge_step -> archive_step -> record_step) x N -> finish_run
+prepare_run -> fit_run_panel -> (generate_step -> judge_step -> archive_step -> commit_generation) x N
+    -> write_run_outputs
 
 Randomness is drawn from `default_rng([seed, generation])`, so a generation does the same thing whether the run
 went straight through or resumed just before it.
 """
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evoforge import plots
-from evoforge.archive import IMPROVED, NEW_CELL, STATUS_NAMES, QDArchive
-from evoforge.budget import SPENT_BY
-from evoforge.config import RunConfig, flat_params
-from evoforge.domain import Domain, load_domain
-from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
-from evoforge.generation import plan_candidates, write_candidates
-from evoforge.judging import (
+from evoforge.core import plots
+from evoforge.core.archive import IMPROVED, NEW_CELL, STATUS_NAMES, QDArchive
+from evoforge.core.budget import SPENT_BY
+from evoforge.core.config import RunConfig, flat_params
+from evoforge.core.domain import Domain, load_domain
+from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
+from evoforge.search.generation import plan_candidates, write_candidates
+from evoforge.judges.panel import (
     Panel,
     bin_agreement,
     domain_columns,
@@ -30,33 +31,36 @@ from evoforge.judging import (
     judge_distributions,
     questions,
 )
-from evoforge.store import RunStore, write_parquet
-from evoforge.tracking import Tracker
+from evoforge.core.store import RunStore, write_parquet
+from evoforge.core.tracking import Tracker
+from models.backend import Backend
 
 
 class ResumeError(ValueError):
     """An existing run folder whose configuration does not match the one asked for."""
 
 
+@dataclass(eq=False)
 class RunState:
     """Everything a run holds between generations. It lives in the flow's process; the run folder is its
-    durable copy (see `evoforge.store`)."""
+    durable copy (see `evoforge.core.store`).
 
-    def __init__(self, config: RunConfig, domain: Domain, store: RunStore, run_name: str):
-        self.config = config
-        self.domain = domain
-        self.store = store
-        self.run_name = run_name
-        self.archive = QDArchive(domain.axis_names, [a.bins for a in domain.axes])
-        self.experts: list[Expert] = []
-        self.pool: list[str] = []
-        self.next_cid = 0
-        self.completed = 0  # generations committed to the run folder
-        self.history: list[dict] = []  # headline metrics per generation
-        self.mlflow_run_id: str | None = None
-        self.embeddings: dict[int, np.ndarray] = {}  # elite cid -> embedding, for the diversity statistic
-        self.heldout_bins: dict[int, np.ndarray] = {}  # elite cid -> the held-out judge's bins (heldout_metrics)
-        self.panel: Panel | None = None  # the judges, fitted on the domain's references (see fit_judges)
+    The steps read it and return what they made; `commit_generation` alone applies a generation's results (the
+    archive is the one object a step changes in place: `archive_step` inserts into it, as pyribs' `add` does)."""
+
+    config: RunConfig
+    domain: Domain
+    store: RunStore
+    run_name: str
+    archive: QDArchive
+    experts: list[Expert] = field(default_factory=list)
+    pool: list[str] = field(default_factory=list)  # the texts mutation draws few-shot items from
+    next_cid: int = 0
+    completed: int = 0  # generations committed to the run folder
+    history: list[dict] = field(default_factory=list)  # headline metrics per generation
+    mlflow_run_id: str | None = None
+    embeddings: "PerElite" = field(default_factory=lambda: PerElite())  # for the diversity statistic
+    heldout: "PerElite" = field(default_factory=lambda: PerElite())  # the held-out judge's bins per elite
 
     def __repr__(self) -> str:
         return f"RunState({self.run_name!r}, completed={self.completed}, elites={len(self.archive)})"
@@ -65,6 +69,24 @@ class RunState:
     def model_names(self) -> list[str]:
         """Every backend the run needs: the experts' (tuned models may have joined) and the judges'."""
         return sorted({e.backend for e in self.experts} | {j.model for j in self.config.judges})
+
+
+class PerElite:
+    """A value per live elite (an embedding, a held-out judge's bins), each computed once when the elite first
+    appears; a memo, so filling it changes no result."""
+
+    def __init__(self):
+        self.cache: dict[int, object] = {}
+
+    def values(self, elites: pd.DataFrame, compute) -> list:
+        """The values in the elites' order; `compute(texts)` is called for the new elites only, and the memo is
+        pruned to the live ones."""
+        missing = [c for c in elites["cid"] if c not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, compute(elites.set_index("cid").loc[missing, "text"].tolist())))
+        live = set(elites["cid"])
+        self.cache = {c: v for c, v in self.cache.items() if c in live}
+        return [self.cache[c] for c in elites["cid"]]
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -85,7 +107,6 @@ def prepare_run(config: RunConfig) -> RunState:
     domain = load_domain(config.domain)
     run_name = config.run_name or default_run_name(config)
     store = RunStore(Path(config.out) / run_name)
-    state = RunState(config, domain, store, run_name)
     seed_pool = domain.load_pool()
     saved = store.read_state()
     if saved is None:
@@ -94,22 +115,21 @@ def prepare_run(config: RunConfig) -> RunState:
         store.write_state(saved)
     else:
         _check_resumable(store, config)
-    state.completed, state.next_cid = saved["completed"], saved["next_cid"]
-    state.mlflow_run_id, state.history = saved["mlflow_run_id"], saved["history"]
-    if state.completed == 0:
+    completed, bins = saved["completed"], [a.bins for a in domain.axes]
+    if completed == 0:
         rng = np.random.default_rng([config.seed, 2**31])  # a stream of its own, apart from the generations'
-        state.pool = list(seed_pool)
-        state.experts = random_experts(
+        archive, pool = QDArchive(domain.axis_names, bins), list(seed_pool)
+        experts = random_experts(
             config.experts, config.generator_models, config.sampling_ranges(), domain.generator.system_prompts,
             seed_pool, rng, shots=config.shots,
         )
-        return state
-    last = state.completed - 1
-    state.archive = QDArchive.from_elites(domain.axis_names, [a.bins for a in domain.axes], store.read_elites(last))
-    state.experts = [Expert.from_row(row) for row in store.read_experts(last).to_dict("records")]
-    inserted = store.read_candidates(state.completed, columns=["text", "inserted"])
-    state.pool = list(seed_pool) + inserted.loc[inserted["inserted"], "text"].tolist()
-    return state
+    else:
+        archive = QDArchive.from_elites(domain.axis_names, bins, store.read_elites(completed - 1))
+        experts = [Expert.from_row(row) for row in store.read_experts(completed - 1).to_dict("records")]
+        inserted = store.read_candidates(completed, columns=["text", "inserted"])
+        pool = list(seed_pool) + inserted.loc[inserted["inserted"], "text"].tolist()
+    return RunState(config, domain, store, run_name, archive, experts, pool, next_cid=saved["next_cid"],
+                    completed=completed, history=saved["history"], mlflow_run_id=saved["mlflow_run_id"])
 
 
 def _check_resumable(store: RunStore, config: RunConfig) -> None:
@@ -146,23 +166,21 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
     return tracker
 
 
-def add_expert(state: RunState, backend: str) -> Expert:
-    """A new expert on `backend` (a tuned model), valued like the best expert so the policy tries it soon."""
+def new_expert(state: RunState, backend: str) -> Expert:
+    """A new expert on `backend` (a tuned model), valued like the best expert so the policy tries it soon; the
+    flow adds it to the population."""
     config = state.config
     rng = np.random.default_rng([config.seed, 2**31 + len(state.experts)])
     expert = random_experts(
         1, [backend], config.sampling_ranges(), state.domain.generator.system_prompts, state.pool, rng, config.shots
     )[0]
-    expert.expert_id = len(state.experts)
-    expert.value = max(e.value for e in state.experts)
-    state.experts.append(expert)
-    return expert
+    return replace(expert, expert_id=len(state.experts), value=max(e.value for e in state.experts))
 
 
 # --- one generation --------------------------------------------------------------------------------------------
 
 
-def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFrame:
+def generate_step(state: RunState, generation: int, backends: dict[str, Backend]) -> pd.DataFrame:
     """The gating policy picks experts; each mutates its genotype and writes its share of the batch."""
     config = state.config
     rng = generation_rng(config, generation)
@@ -186,7 +204,7 @@ def generate_step(state: RunState, generation: int, backends: dict) -> pd.DataFr
 _PANELS: dict[tuple, tuple[Panel, list]] = {}
 
 
-def make_panel(config: RunConfig, domain: Domain, backends: dict) -> Panel:
+def make_panel(config: RunConfig, domain: Domain, backends: dict[str, Backend]) -> Panel:
     """The run's judge panel, with calibration and combination fitted on the domain's reference labels.
 
     Fitting is deterministic (the same models score the same references), so runs in one process that share the
@@ -204,20 +222,19 @@ def make_panel(config: RunConfig, domain: Domain, backends: dict) -> Panel:
     return replace(_PANELS[key][0], guard=config.judge_guards)  # the fitted rules are shared, the switch is the run's
 
 
-def fit_judges(state: RunState, backends: dict) -> Panel:
+def fit_run_panel(state: RunState, backends: dict[str, Backend]) -> Panel:
     """Fit the panel, measure each judge and combination method on the references, and keep that report as
     `judges.parquet` in the run folder."""
-    state.panel = make_panel(state.config, state.domain, backends)
-    if len(state.panel.report):
-        write_parquet(state.panel.report, state.store.root / "judges.parquet")
-    return state.panel
+    panel = make_panel(state.config, state.domain, backends)
+    if len(panel.report):
+        write_parquet(panel.report, state.store.root / "judges.parquet")
+    return panel
 
 
-def judge_step(state: RunState, candidates: pd.DataFrame, backends: dict) -> pd.DataFrame:
+def judge_step(panel: Panel, candidates: pd.DataFrame, backends: dict[str, Backend]) -> pd.DataFrame:
     """Every judge scores every valid candidate; the panel combines them into quality and measures. A candidate
     that every judge failed to score on some question, or that the guards flag as addressing its judge, is no
     longer valid (it is recorded but not placed)."""
-    panel = state.panel or fit_judges(state, backends)
     valid = candidates.index[candidates["valid"]]
     scores = panel.judge(backends, candidates.loc[valid, "text"].tolist())
     scores.index = valid
@@ -230,40 +247,48 @@ def judge_step(state: RunState, candidates: pd.DataFrame, backends: dict) -> pd.
     return judged
 
 
-def archive_step(state: RunState, judged: pd.DataFrame, generation: int) -> pd.DataFrame:
-    """Insert into the archive, reward the experts, grow the pool. Returns the candidates with their outcome."""
-    config = state.config
-    measure_columns = [f"measure_{a}" for a in state.domain.axis_names]
+@dataclass(frozen=True)
+class ArchiveOutcome:
+    """What one generation's archive update produced: the candidates with their outcome (`status`, `inserted`,
+    `reward`) and the experts after the rewards (values, picks and the genotypes that worked)."""
+
+    candidates: pd.DataFrame
+    experts: list[Expert]
+
+    @property
+    def inserted_texts(self) -> list[str]:
+        return self.candidates.loc[self.candidates["inserted"], "text"].tolist()
+
+
+def archive_step(archive: QDArchive, experts: list[Expert], judged: pd.DataFrame, generation: int,
+                 config: RunConfig) -> ArchiveOutcome:
+    """Insert the valid candidates into `archive` and reward the experts that wrote them."""
+    measure_columns = [f"measure_{a}" for a in archive.axis_names]
     status = np.zeros(len(judged), dtype=np.int32)
     valid = judged["valid"].to_numpy()
     if valid.any():
         rows = judged[valid]
-        status[valid] = state.archive.add(
+        status[valid] = archive.add(
             rows["cid"].to_numpy(), rows["text"].tolist(), rows["quality"].to_numpy(),
             rows[measure_columns].to_numpy(), generation,
         )
     judged = judged.assign(status=[STATUS_NAMES[s] for s in status], inserted=status > 0)
     scheme = config.reward_scheme()
-    values = np.array([e.value for e in state.experts])
-    rewards = {}
+    values = np.array([e.value for e in experts])
+    rewards, changed = {}, {}
     for expert_id, rows in judged.groupby("expert_id", sort=True):
         rewards[expert_id] = scheme.reward(status[rows.index.to_numpy()])
         values = update_value(values, expert_id, rewards[expert_id], config.gating.learning_rate, config.gating.discount)
-        expert = state.experts[expert_id]
-        expert.picks += 1
         best = rows[rows["inserted"]].sort_values("quality", ascending=False)
-        if len(best):  # the expert keeps the genotype that worked best for it
-            expert.genotype = list(best.iloc[0]["genotype"])
-    for expert, value in zip(state.experts, values):
-        expert.value = float(value)
-    judged["reward"] = judged["expert_id"].map(rewards)
-    state.pool.extend(judged.loc[judged["inserted"], "text"])
-    state.next_cid = int(judged["cid"].max()) + 1 if len(judged) else state.next_cid
-    return judged
+        genotype = list(best.iloc[0]["genotype"]) if len(best) else experts[expert_id].genotype  # what worked best
+        changed[expert_id] = {"picks": experts[expert_id].picks + 1, "genotype": genotype}
+    experts = [replace(e, value=float(v), **changed.get(e.expert_id, {})) for e, v in zip(experts, values)]
+    return ArchiveOutcome(judged.assign(reward=judged["expert_id"].map(rewards)), experts)
 
 
-def generation_metrics(state: RunState, candidates: pd.DataFrame, embedder=None) -> dict[str, float]:
-    """The per-generation metrics logged to MLflow."""
+def generation_metrics(state: RunState, outcome: ArchiveOutcome, embedder=None) -> dict[str, float]:
+    """The per-generation metrics logged to MLflow (read before `commit_generation` applies the outcome)."""
+    candidates = outcome.candidates
     stats = state.archive.stats()
     metrics = {
         **stats,
@@ -280,9 +305,9 @@ def generation_metrics(state: RunState, candidates: pd.DataFrame, embedder=None)
         if "quality" in candidates else 0,
         "batch_mean_quality": float(candidates["quality"].mean()) if candidates["valid"].any() else 0.0,
         "epsilon": float(candidates["epsilon"].iloc[0]) if len(candidates) else 0.0,
-        "pool_size": len(state.pool),
+        "pool_size": len(state.pool) + len(outcome.inserted_texts),
     }
-    for expert in state.experts:
+    for expert in outcome.experts:
         metrics[f"expert/{expert.expert_id}/value"] = expert.value
         metrics[f"expert/{expert.expert_id}/picks"] = expert.picks
     metrics.update(judge_distributions(candidates.filter(like="judge_")))
@@ -296,38 +321,31 @@ def elite_diversity(state: RunState, embedder) -> float:
     from models.embedder import mean_pairwise_distance
 
     elites = state.archive.elites()
-    state.embeddings, vectors = per_elite(state.embeddings, elites, embedder.embed)
+    vectors = state.embeddings.values(elites, embedder.embed)
     return mean_pairwise_distance(np.stack(vectors)) if len(elites) else 0.0
 
 
-def per_elite(cache: dict, elites: pd.DataFrame, compute) -> tuple[dict, list]:
-    """A value per live elite, each computed once (`compute(texts)`) when the elite first appears: the cache
-    pruned to the live elites, and the values in the elites' order."""
-    missing = [c for c in elites["cid"] if c not in cache]
-    if missing:
-        cache.update(zip(missing, compute(elites.set_index("cid").loc[missing, "text"].tolist())))
-    live = set(elites["cid"])
-    cache = {c: v for c, v in cache.items() if c in live}
-    return cache, [cache[c] for c in elites["cid"]]
-
-
-def heldout_metrics(state: RunState, panel: Panel, backends: dict) -> dict[str, float]:
+def heldout_metrics(state: RunState, panel: Panel, backends: dict[str, Backend]) -> dict[str, float]:
     """How many of the elites a held-out judge (never used for selection) puts in the same cell, or in the same or
     a neighbouring one. Each elite is judged once, when it first appears."""
     elites = state.archive.elites()
-    state.heldout_bins, theirs = per_elite(
-        state.heldout_bins, elites,
-        lambda texts: heldout_bins(panel, backends, state.archive.bin_index, state.domain.axis_names, texts))
+    theirs = state.heldout.values(
+        elites, lambda texts: heldout_bins(panel, backends, state.archive.bin_index, state.domain.axis_names, texts))
     ours = elites[[f"bin_{a}" for a in state.domain.axis_names]].to_numpy(dtype=int)
     theirs = np.array(theirs).reshape(ours.shape)
     same, near = bin_agreement(ours, theirs)
     return {"heldout/same_cell": same, "heldout/agreement": near}
 
 
-def record_step(
-    state: RunState, generation: int, candidates: pd.DataFrame, metrics: dict, tracker: Tracker | None
+def commit_generation(
+    state: RunState, generation: int, outcome: ArchiveOutcome, metrics: dict, tracker: Tracker | None
 ) -> None:
-    """Commit the generation: Parquet first, MLflow metrics, then state.json (the commit marker)."""
+    """Apply a generation's outcome to the state and commit it: Parquet first, MLflow metrics, then state.json
+    (the commit marker)."""
+    state.experts = outcome.experts
+    state.pool.extend(outcome.inserted_texts)
+    candidates = outcome.candidates
+    state.next_cid = int(candidates["cid"].max()) + 1 if len(candidates) else state.next_cid
     experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
     state.store.write_generation(generation, candidates, state.archive.elites(), experts)
     if tracker is not None:
@@ -337,7 +355,7 @@ def record_step(
         child.log_metrics(metrics, step=generation)
         child.finish("FINISHED")
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
-    spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.budget)
+    spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.core.budget)
     state.history.append({"generation": generation, **{k: metrics[k] for k in (*headline, *spending)}})
     state.completed = generation + 1
     state.store.write_state(
@@ -349,7 +367,7 @@ def record_step(
 # --- the end of the run ----------------------------------------------------------------------------------------
 
 
-def finish_run(state: RunState, tracker: Tracker) -> dict:
+def write_run_outputs(state: RunState, tracker: Tracker) -> dict:
     """Merge the candidates, draw the plots, log the artifacts; returns the run's summary."""
     store, domain = state.store, state.domain
     candidates_path = store.merge_candidates(state.completed)

@@ -8,9 +8,6 @@
 import numpy as np
 import pandas as pd
 
-MUTATIONS = ("replace", "near")
-
-
 def replace(genotype: list[str], pool: list[str], rng: np.random.Generator) -> list[str]:
     child = list(genotype)
     child[int(rng.integers(len(child)))] = pool[int(rng.integers(len(pool)))]

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from evoforge.archive import IMPROVED, NEW_CELL
+from evoforge.core.archive import IMPROVED, NEW_CELL
 from models.backend import SamplingSettings
 
 

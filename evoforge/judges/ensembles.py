@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from evoforge.calibration import EPS, logit
+from evoforge.judges.calibration import EPS, logit
 
 CombineMethod = Literal["mean", "weighted", "vote", "bma", "stacking"]
 COMBINE_METHODS: tuple[str, ...] = ("mean", "weighted", "vote", "bma", "stacking")
@@ -113,24 +113,3 @@ def fit_ensemble(method: CombineMethod, scores=None, labels=None) -> Ensemble:
         raise ValueError("combine=stacking needs reference labels of both kinds")
     features = np.where(np.isnan(scores[ok]), 0.0, logit(scores[ok]))
     return Ensemble(method, model=LogisticRegression(C=1.0).fit(features, labels[ok]))
-
-
-def out_of_fold(fit, scores, labels, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Honest predictions for labelled references: each fold is predicted by `fit` trained on the other folds.
-
-    `fit(scores, labels)` returns a function from scores to predictions. Unlabelled rows stay NaN."""
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
-    labelled = np.flatnonzero(~np.isnan(labels))
-    rng = np.random.default_rng(seed)
-    # Stratified: each fold gets its share of both labels, so every training split has both.
-    assignment = np.empty(len(labels), dtype=int)
-    for value in (0.0, 1.0):
-        idx = rng.permutation(labelled[labels[labelled] == value])
-        assignment[idx] = np.arange(len(idx)) % folds
-    out = np.full(len(labels), np.nan)
-    for k in range(folds):
-        test = labelled[assignment[labelled] == k]
-        train = labelled[assignment[labelled] != k]
-        if len(test):
-            out[test] = fit(scores[train], labels[train])(scores[test])
-    return out

@@ -11,7 +11,7 @@ Each method is a plain function of a frame of per-answer features (one row per a
 - `verifier`: the highest P(correct) from a log-prob judge asked whether the answer is correct for the task
   (`verifier_scores`), calibrated (Platt) on a labelled split.
 - `stacked`: a logistic regression over the features above (judge score, agreement, verifier), fitted on the
-  labelled split with `evoforge.ensembles` (stacking); keeps the highest predicted P(correct).
+  labelled split with `evoforge.judges.ensembles` (stacking); keeps the highest predicted P(correct).
 """
 
 import re
@@ -22,8 +22,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from evoforge.calibration import Calibrator, fit_calibrator
-from evoforge.ensembles import Ensemble, fit_ensemble
+from evoforge.judges.calibration import Calibrator, fit_calibrator
+from evoforge.judges.ensembles import Ensemble, fit_ensemble
 
 SelectionMethod = Literal["judges", "consensus", "verifier", "stacked"]
 SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked")
@@ -192,7 +192,7 @@ VERIFIER_INSTRUCTION = ("Question: {task}\n\nProposed answer: {answer}\n\nIs the
 
 def verifier_scores(backend, tasks: list[str], answers: list[str]) -> np.ndarray:
     """Raw P("yes") that each answer is correct for its task (parallel lists: many tasks score in one call)."""
-    from evoforge.judging import MAX_TEXT_CHARS, first_label_probability
+    from evoforge.judges.panel import MAX_TEXT_CHARS, first_label_probability
 
     prompts = [backend.chat_prompt(VERIFIER_INSTRUCTION.replace("{task}", t).replace("{answer}", a[:MAX_TEXT_CHARS]))
                for t, a in zip(tasks, answers)]
@@ -221,7 +221,7 @@ class Consensus:
 
 # --- a selector: the method, its consensus rule and what was fitted on the labelled split -------------------------
 
-LABELLED_PATH = Path(__file__).resolve().parents[1] / "data" / "ask" / "labelled.jsonl"
+LABELLED_PATH = Path(__file__).resolve().parents[2] / "data" / "ask" / "labelled.jsonl"
 
 
 def load_labelled(path: str | Path = LABELLED_PATH) -> pd.DataFrame:

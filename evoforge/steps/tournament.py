@@ -1,7 +1,7 @@
 """The mixture-of-experts tournament: answer one task with the best of many experts.
 
 Each iteration: the experts answer (one batched call per backend, one continuation for cut-off answers), the judges
-score every answer for relevance and coherence, the configured selection (`evoforge.selection`: judges, consensus,
+score every answer for relevance and coherence, the configured selection (`evoforge.judges.selection`: judges, consensus,
 verifier or stacked) picks an answer (or, with a decaying exploration rate, another), a reward judge labels it
 ("highly effective" ... "bad" -> 1.0 ... 0.0), an optional external reward is added, and the expert values learn:
 by default every answering expert from whether its answer agrees with the selected one. It stops once
@@ -19,17 +19,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from evoforge.calibration import CONTENT_FREE_TEXTS
-from evoforge.config import TournamentConfig
-from evoforge.domain import Question
-from evoforge.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
-from evoforge.generation import complete
-from evoforge.judging import Panel, fit_panel
-from evoforge.prompts import trim_to_last_sentence
-from evoforge.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
-from evoforge.store import write_parquet
+from evoforge.judges.calibration import CONTENT_FREE_TEXTS, contextual
+from evoforge.core.config import TournamentConfig
+from evoforge.core.domain import Question
+from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
+from evoforge.search.generation import complete
+from evoforge.judges.panel import Panel, fit_panel
+from evoforge.core.prompts import trim_to_last_sentence
+from evoforge.judges.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
+from evoforge.core.store import write_parquet
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "tournament.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "data" / "tournament.yaml"
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,6 @@ class TournamentState:
         self.answers: list[pd.DataFrame] = []  # one frame per iteration
         self.iterations: list[dict] = []  # one record per iteration
         self.total_reward = 0.0
-        self.mlflow_run_id: str | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -214,8 +213,7 @@ def reward_label(backend, spec: TournamentSpec, task: str, answer: str,
     logprobs = backend.option_logprobs(prompts, labels, desc="reward judge")
     probs = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    p = probs[0] / probs[1:].mean(axis=0) if calibrate else probs[0]
-    p = p / p.sum()
+    p = contextual(probs[0], probs[1:].mean(axis=0)) if calibrate else probs[0]
     label = labels[int(np.argmax(p))]
     return label, spec.reward_labels[label], dict(zip(labels, p.round(4).tolist()))
 
