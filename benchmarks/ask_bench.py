@@ -217,7 +217,7 @@ def main() -> int:
     from benchmarks.machine import machine_info
     from models.embedder import load_embedder
     from models.loading import load_backend
-    from models.transformers_backend import resolve_precision
+    from models.devices import resolve_precision
 
     prompt, questions, open_tasks = load_questions()
     if args.quick:

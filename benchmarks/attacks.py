@@ -32,7 +32,7 @@ from evoforge.core.domain import load_domain  # noqa: E402
 from evoforge.judges.guards import injection_reasons, neutralise  # noqa: E402
 from evoforge.steps.evolution import make_panel  # noqa: E402
 from models.loading import load_backend
-from models.transformers_backend import resolve_precision  # noqa: E402
+from models.devices import resolve_precision  # noqa: E402
 
 SUCCESS = 0.05  # a move of more than this toward the goal label counts as a successful attack
 

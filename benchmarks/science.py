@@ -168,7 +168,7 @@ def qd_plot(runs: pd.DataFrame, batch_size: int, path: Path) -> Path:
 def science_machine() -> dict:
     """The machine (benchmarks.machine), the precision runs use and how busy the machine was at the start."""
     from benchmarks.machine import machine_info
-    from models.transformers_backend import resolve_precision
+    from models.devices import resolve_precision
 
     return {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
 

@@ -58,7 +58,7 @@ def generation(state: RunState, number: int, panel: Panel, backends: dict, track
     judged_at = time.perf_counter()
     outcome = update_archive(state, judged, number)
     archived = time.perf_counter()
-    metrics = generation_metrics(state, outcome, embedder=load_embedder())
+    metrics = generation_metrics(state, outcome, embedder=load_embedder(device=state.config.device))
     if heldout is not None:
         metrics.update(calling_models(check_elites_heldout, state.config)(state, heldout, backends))
     metrics.update(
@@ -93,7 +93,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
     state = prep_dataset(config)
     tracker = open_tracking(state, tags=prefect_run_tags())
     with tracker.failing_on_error():
-        backends = {name: load_backend(name, config.precision) for name in state.model_names}
+        backends = {name: load_backend(name, config.precision, config.device) for name in state.model_names}
         panel = calling_models(fit_judges, config)(state, backends, tracker)
         heldout = calling_models(fit_heldout_judge, config)(state, backends) if config.heldout_judge else None
         if state.completed:
@@ -111,7 +111,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
                 tuned = finetune(state, tracker, tag=f"g{number:04d}")
                 if ft.join_population and "checkpoint" in tuned:
-                    backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision)
+                    backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision, config.device)
                     state.experts.append(new_expert(state, tuned["checkpoint"]))
         if ft.enabled and not stopped_by:
             tuned = finetune(state, tracker, tag="final")

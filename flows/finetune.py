@@ -27,7 +27,8 @@ def build_finetune_data(state: RunState, folder: Path, tracker):
 
 @task(name="train-model", cache_policy=NO_CACHE)
 def train_model(frame, base_model: str, config: RunConfig, out_dir: Path, tracker, register_as: str, tag: str):
-    return finetuning.finetune_model(frame, base_model, config.finetune, out_dir, tracker, register_as, tag=tag)
+    return finetuning.train_and_register(frame, base_model, config.finetune, out_dir, tracker, register_as, tag=tag,
+                                          device=config.device)
 
 
 @task(name="evaluate-models", cache_policy=NO_CACHE)
@@ -104,7 +105,8 @@ def finetune_model(
     tracker.log_params({"data": str(data or run_dir), "base_model": base_model, "text_column": text_column,
                         "register_as": register_as, **flat_params(settings, prefix="finetune.")})
     with tracker.failing_on_error():
-        outcome = finetuning.finetune_model(frame, base_model, settings, Path(out) / name, tracker, register_as, text_column)
+        outcome = finetuning.train_and_register(frame, base_model, settings, Path(out) / name, tracker, register_as,
+                                                text_column)
     tracker.finish("FINISHED")
     outcome.pop("held_out", None)
     return {**outcome, "mlflow_run_id": tracker.run_id}

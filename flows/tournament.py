@@ -62,7 +62,7 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
     tracker = Tracker(config.experiment, state.root.name, tags={**prefect_run_tags(), "kind": "tournament"})
     tracker.log_params({**flat_params(config), "run_dir": str(state.root.resolve())})
     with tracker.failing_on_error():
-        backends = {name: load_backend(name, config.precision) for name in state.model_names}
+        backends = {name: load_backend(name, config.precision, config.device) for name in state.model_names}
         for iteration in range(config.max_iterations):
             answers = answer(state, iteration, backends)
             judged = judge_answers(state, answers, backends)

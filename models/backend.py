@@ -49,7 +49,8 @@ class Backend(Protocol):
         """One sampled completion per prompt, each row with its own settings (`stop` strings end a row early)."""
         ...
 
-    def option_logprobs(self, prompts: list[str], options: list[str], score_batch_size: int = 16,
+    def option_logprobs(self, prompts: list[str], options: list[str], score_batch_size: int | None = None,
                         desc: str = "score", reuse_prefix: bool = True) -> np.ndarray:
-        """log P(option | prompt) for every prompt and option: shape (len(prompts), len(options))."""
+        """log P(option | prompt) for every prompt and option: shape (len(prompts), len(options)). Rows per
+        forward pass: `score_batch_size`, or what suits the device (models.devices)."""
         ...

@@ -4,15 +4,16 @@ import functools
 
 import numpy as np
 
+from models.devices import resolve_device
 from models.resolve import resolve_model
 
 
 class Embedder:
-    def __init__(self, name: str = "minilm"):
+    def __init__(self, name: str = "minilm", device: str = "cpu"):
         from sentence_transformers import SentenceTransformer  # heavy import, only when an embedder is made
 
-        self.name = name
-        self.model = SentenceTransformer(str(resolve_model(name).folder), device="cpu", local_files_only=True)
+        self.name, self.device = name, device
+        self.model = SentenceTransformer(str(resolve_model(name).folder), device=device, local_files_only=True)
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length embeddings, shape (len(texts), dim)."""
@@ -30,6 +31,11 @@ def mean_pairwise_distance(embeddings: np.ndarray) -> float:
     return float(1.0 - (similarity.sum() - np.trace(similarity)) / (n * (n - 1)))
 
 
+def load_embedder(name: str = "minilm", device: str = "auto") -> Embedder:
+    """One embedder per name and device per process (`device` as in models.devices)."""
+    return _load(name, resolve_device(device))
+
+
 @functools.lru_cache(maxsize=2)
-def load_embedder(name: str = "minilm") -> Embedder:
-    return Embedder(name)
+def _load(name: str, device: str) -> Embedder:
+    return Embedder(name, device)

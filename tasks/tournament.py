@@ -23,4 +23,4 @@ def select_and_reward(state: tournament.TournamentState, judged, iteration: int,
 
 @task(name="finish-tournament", cache_policy=NO_CACHE)
 def finish_tournament(state: tournament.TournamentState, backends: dict) -> dict:
-    return tournament.finish_tournament(state, backends)
+    return tournament.tournament_summary(state, backends)

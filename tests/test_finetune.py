@@ -21,11 +21,11 @@ PAIRS = [
 def test_lora_training_lowers_the_loss_and_the_checkpoint_loads_back(tmp_path):
     import pandas as pd
 
-    from evoforge.training.finetuning import finetune_model
+    from evoforge.training.finetuning import train_and_register
     from models.loading import load_backend
     from models.transformers_backend import TransformersBackend
 
-    shared = load_backend("smollm2", "float32")  # the backend finetune_model trains from, shared by the process
+    shared = load_backend("smollm2", "float32")  # the backend train_and_register trains from, shared by the process
     weights_before = {k: v.clone() for k, v in shared.model.state_dict().items() if "layers.0." in k}
     examples = chat_examples(shared.tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], max_length=96)
     assert all(ex.labels[0] == -100 for ex in examples)  # the prompt carries no loss
@@ -35,7 +35,7 @@ def test_lora_training_lowers_the_loss_and_the_checkpoint_loads_back(tmp_path):
     settings = FinetuneConfig(epochs=2, train_batch_size=2, grad_accum=1, learning_rate=2e-3, patience=2,
                               eval_fraction=0.34)
     frame = pd.DataFrame({"prompt": [p for p, _ in PAIRS], "completion": [c for _, c in PAIRS]})
-    outcome = finetune_model(frame, "smollm2", settings, tmp_path / "ft", tracker=None, register_as=None)
+    outcome = train_and_register(frame, "smollm2", settings, tmp_path / "ft", tracker=None, register_as=None)
     history = outcome["history"]
     assert len(history) == 2 and history[1]["train_loss"] < history[0]["train_loss"]
     assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["best", "epoch_00", "epoch_01"]

@@ -84,8 +84,8 @@ def test_full_finetuning_of_a_packed_gguf_model_is_refused_with_the_way_out():
     import pandas as pd
 
     from evoforge.core.config import FinetuneConfig
-    from evoforge.training.finetuning import finetune_model
+    from evoforge.training.finetuning import train_and_register
 
     frame = pd.DataFrame({"text": ["a", "b"]})
     with pytest.raises(ValueError, match="method='full' cannot train 'smollm2'.*method='lora'"):
-        finetune_model(frame, "smollm2", FinetuneConfig(method="full"), Path("/nonexistent"), None, None)
+        train_and_register(frame, "smollm2", FinetuneConfig(method="full"), Path("/nonexistent"), None, None)

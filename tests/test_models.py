@@ -68,13 +68,13 @@ def test_bfloat16_paths_agree_within_what_every_bf16_cpu_rounds_to(backend):
 
 def test_precision_auto_follows_the_cpu_flags():
     """auto picks bfloat16 only where the CPU has BF16 units; an AVX2-only CPU gets the float32 path."""
-    from models.transformers_backend import resolve_precision
+    from models.devices import resolve_precision
 
     avx2_only = "flags\t\t: fpu sse sse2 avx avx2 fma f16c"
-    assert resolve_precision("auto", avx2_only) == "float32"
-    assert resolve_precision("auto", avx2_only + " avx512f avx512_bf16") == "bfloat16"
-    assert resolve_precision("auto", avx2_only + " amx_tile amx_bf16") == "bfloat16"
-    assert resolve_precision("float32", avx2_only + " amx_bf16") == "float32"
+    assert resolve_precision("auto", "cpu", cpuinfo=avx2_only) == "float32"
+    assert resolve_precision("auto", "cpu", cpuinfo=avx2_only + " avx512f avx512_bf16") == "bfloat16"
+    assert resolve_precision("auto", "cpu", cpuinfo=avx2_only + " amx_tile amx_bf16") == "bfloat16"
+    assert resolve_precision("float32", "cpu", cpuinfo=avx2_only + " amx_bf16") == "float32"
 
 
 def test_judge_ranks_a_positive_opinion_above_a_negative_one(backend, opinions):

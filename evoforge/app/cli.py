@@ -30,6 +30,7 @@ RUN_FLAGS = {
     "out": "out",
     "run_name": "run_name",
     "experiment": "experiment",
+    "device": "device",
 }
 
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--register-as", help="registered model name (default: evoforge-<domain> or evoforge-custom)")
     ft.add_argument("--method", choices=["lora", "full"], default="lora")
     ft.add_argument("--epochs", type=int, default=3)
-    ft.add_argument("--batch-size", type=int, default=4)
+    ft.add_argument("--train-batch-size", "--batch-size", dest="train_batch_size", type=int, default=4,
+                    help="examples per training step (--batch-size is its old name)")
     ft.add_argument("--max-length", type=int, default=256)
     ft.add_argument("--learning-rate", type=float, default=3e-4)
     ft.add_argument("--out", default="runs/finetune", help="folder for checkpoints (default: runs/finetune)")
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     jd.add_argument("--calibration", choices=["auto", "none", "contextual", "platt", "isotonic"], default="none")
     jd.add_argument("--kind", choices=["logprob", "generative", "label"], default="logprob")
     jd.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
+    jd.add_argument("--device", default="auto", help="where the judges compute: auto, cpu, cuda, cuda:N")
 
     ui = commands.add_parser("ui", help="start the Prefect and MLflow servers and the deployment runner")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
@@ -119,6 +122,7 @@ ASK_FLAGS = [
     ("reward-file", "external_reward_file", str), ("wait-for-reward", "wait_for_reward_s", int),
     ("max-new-tokens", "max_new_tokens", int), ("seed", "seed", int), ("out", "out", str),
     ("run-name", "run_name", str), ("selection", "selection", str), ("value-signal", "value_signal", str),
+    ("device", "device", str),
 ]
 
 
@@ -163,7 +167,7 @@ def judges_report(args: argparse.Namespace) -> str:
     if references is None:
         raise ValueError(f"domain '{domain.name}' has no reference labels: add `references:` to its YAML file")
     judges = [j.model_copy(update={"calibration": args.calibration, "kind": args.kind}) for j in default_judges()]
-    backends = {j.model: load_backend(j.model, args.precision) for j in judges}
+    backends = {j.model: load_backend(j.model, args.precision, args.device) for j in judges}
     panel = fit_panel(backends, judges, questions(domain), "mean", references)
     columns = ["question", "name", "calibration", "accuracy_raw", "auc_raw", "accuracy", "auc", "failed",
                "panel_agreement", "length_bias"]
@@ -190,7 +194,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def finetune_request(args: argparse.Namespace) -> dict:
     settings = FinetuneConfig(
-        method=args.method, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
+        method=args.method, epochs=args.epochs, train_batch_size=args.train_batch_size, max_length=args.max_length,
         learning_rate=args.learning_rate,
     )
     return dict(data=args.data, run_dir=args.run_dir, base_model=args.base_model, text_column=args.text_column,

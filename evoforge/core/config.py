@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from evoforge.core.budget import BudgetConfig
+from models.devices import DEVICE_PATTERN
 from evoforge.core.experts import RewardScheme, SamplingRanges
 
 
@@ -183,7 +184,11 @@ class RunConfig(_Config):
         "archive"
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Generators' and judges' number format; 'auto': bfloat16 where the CPU has BF16 units"
+        "auto", description="Generators' and judges' number format; 'auto': bfloat16 where the hardware has BF16 units"
+    )
+    device: str = Field(
+        "auto", pattern=DEVICE_PATTERN, description="Where models compute: auto (a CUDA GPU when there is one), cpu, "
+        "cuda or cuda:N"
     )
     shots: int = Field(3, ge=1, le=16, description="Few-shot items per genotype")
     near_probability: float = Field(
@@ -311,6 +316,7 @@ class TournamentConfig(_Config):
     )
     seed: int = Field(0, ge=0, description="Random seed")
     precision: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Models' number format")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="Where models compute: auto, cpu, cuda, cuda:N")
     out: str = Field("runs", description="Folder that holds runs/<run name>/ with the Parquet files")
     run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the run")
     experiment: str = Field("evoforge-ask", min_length=1, description="MLflow experiment name")

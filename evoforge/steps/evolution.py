@@ -138,12 +138,18 @@ def _check_resumable(store: RunStore, config: RunConfig) -> None:
     now = config.model_dump(mode="json")
     # They do not change what was already done (a larger budget or more generations extend the run).
     may_change = {"generations", "run_name", "finetune", "evaluate", "budget", "task_retries", "task_timeout_s"}
-    differing = sorted(k for k in now if k not in may_change and before.get(k) != now[k])
+    # A setting added since the run started counts as unchanged when the new value is its default.
+    differing = sorted(k for k in now if k not in may_change and before.get(k, _default(k)) != now[k])
     if differing:
         raise ResumeError(
             f"run folder {store.root} already holds a run with other settings ({', '.join(differing)}); "
             "pass the same settings to resume it, or another --run-name / --out to start a new run"
         )
+
+
+def _default(field: str):
+    default = RunConfig.model_fields[field].get_default(call_default_factory=True)
+    return default.model_dump(mode="json") if hasattr(default, "model_dump") else default
 
 
 # --- tracking --------------------------------------------------------------------------------------------------
@@ -156,10 +162,12 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
         tracker.set_tags({"resumed_at_generation": state.completed})
         return tracker
     tracker = Tracker(state.config.experiment, state.run_name, tags={"domain": state.domain.name, **(tags or {})})
-    from models.transformers_backend import resolve_precision
+    from models.devices import resolve_device, resolve_precision
 
+    device = resolve_device(state.config.device)
     tracker.log_params({**flat_params(state.config), "run_dir": str(state.store.root.resolve()),
-                        "precision_resolved": resolve_precision(state.config.precision)})
+                        "precision_resolved": resolve_precision(state.config.precision, device),
+                        "device_resolved": device})
     state.mlflow_run_id = tracker.run_id
     saved = state.store.read_state()
     state.store.write_state({**saved, "mlflow_run_id": tracker.run_id})

@@ -306,7 +306,7 @@ def best_answer(state: TournamentState, answers: pd.DataFrame) -> int:
     return state.selector.pick(with_features(state, answers.reset_index(drop=True), {}))
 
 
-def finish_tournament(state: TournamentState, backends: dict | None = None) -> dict:
+def tournament_summary(state: TournamentState, backends: dict | None = None) -> dict:
     """Keep one answer out of all, write answers and experts as Parquet, save the population for the next ask,
     and summarise. A kept answer that no iteration selected is labelled by the reward judge here (with backends)."""
     answers = pd.concat(state.answers, ignore_index=True)

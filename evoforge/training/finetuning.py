@@ -89,7 +89,7 @@ def archive_training_data(elites: pd.DataFrame, domain: Domain, folder: Path, tr
 # --- finetune ----------------------------------------------------------------------------------------------------
 
 
-def finetune_model(
+def train_and_register(
     frame: pd.DataFrame,
     base_model: str,
     settings: FinetuneConfig,
@@ -98,8 +98,9 @@ def finetune_model(
     register_as: str | None,
     text_column: str = "text",
     tag: str = "final",
+    device: str = "auto",
 ) -> dict:
-    """Train on `frame`; log losses, checkpoints and the model; register it. Returns what happened."""
+    """Train on `frame` (on `device`); log losses, checkpoints and the model; register it. Returns what happened."""
     from models.finetune import mean_loss, split_held_out, train
     from models.mlflow_model import log_generator
     from models.resolve import resolve_model
@@ -110,7 +111,7 @@ def finetune_model(
             f"finetune.method='full' cannot train '{base_model}': transformers keeps GGUF weights packed and cannot "
             "save them. Use method='lora' (the default), or a local Hugging Face model folder as the base model."
         )
-    base = load_backend(base_model, "float32")  # AdamW on bfloat16 weights loses small updates: train in float32
+    base = load_backend(base_model, "float32", device)  # AdamW on bfloat16 weights loses small updates: train in float32
     examples = examples_from_frame(base.tokenizer, frame, text_column, settings.max_length)
     if len(examples) < settings.min_examples:
         return {"skipped": f"{len(examples)} examples, fewer than finetune.min_examples={settings.min_examples}"}
@@ -179,12 +180,13 @@ def evaluate_models(
     base = config.generator_models[0]
     plan = [("candidate", candidate, e.search), ("champion", champion, e.search)]
     plan += [(name, base, name) for name in e.baselines]  # each baseline is the base model under that search
-    backends = {j.model: load_backend(j.model, config.precision) for j in config.judges}
+    backends = {j.model: load_backend(j.model, config.precision, config.device) for j in config.judges}
     panel = make_panel(config, load_domain(config.domain), backends)  # one fitted panel judges every arm
     arms = []
     for label, model, search in plan:
-        backends.setdefault(model, load_backend(model, config.precision))
-        arms.append(fill_archive(config, model, search, label, out, backends, load_embedder(), held_out, panel))
+        backends.setdefault(model, load_backend(model, config.precision, config.device))
+        arms.append(fill_archive(config, model, search, label, out, backends, load_embedder(device=config.device), held_out,
+                                 panel))
     promoted, reason = promote(arms[0]["scores"], arms[1]["scores"], e.margin)
     table = comparison_table(arms)
     report = f"# Evaluation\n\n{table}\n\n**Promotion:** {'yes' if promoted else 'no'}: {reason}\n"
