@@ -83,6 +83,17 @@ def deployment_id(stack: Stack, flow: str, name: str, wait: float = 300) -> str:
     raise AssertionError(f"deployment {flow}/{name} never appeared")
 
 
+def flow_run_named(stack: Stack, name: str, wait: float = 300) -> str:
+    deadline = time.monotonic() + wait
+    with api(stack) as client:
+        while time.monotonic() < deadline:
+            found = client.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
+            if found:
+                return found[0]["id"]
+            time.sleep(2)
+    raise AssertionError(f"no flow run named {name} within {wait} s")
+
+
 def wait_for_state(stack: Stack, flow_run_id: str, wait: float = 600) -> dict:
     deadline = time.monotonic() + wait
     with api(stack) as client:
@@ -197,9 +208,12 @@ def test_browser_run_started_in_the_prefect_ui_shows_in_mlflow(stack, tmp_path):
         page.screenshot(path=shots / "prefect-custom-run.png")
         page.get_by_role("button", name="Submit").click()
         page.wait_for_url("**tab=Runs")
-        page.get_by_role("link", name="from-the-browser").first.click()
-        page.wait_for_url("**/runs/flow-run/**")
-        flow_run_id = page.url.rstrip("/").split("/")[-1]
+        flow_run_id = flow_run_named(stack, "from-the-browser")  # the submission reached the server
+        page.reload(wait_until="networkidle")  # the list polls; on a loaded machine a reload shows it sooner
+        link = page.get_by_role("link", name="from-the-browser").first
+        expect(link).to_be_visible(timeout=120_000)
+        link.click()
+        page.wait_for_url(f"**/runs/flow-run/{flow_run_id}**")
         assert wait_for_state(stack, flow_run_id)["state"]["type"] == "COMPLETED"
         page.reload(wait_until="networkidle")
         expect(page.get_by_text("Completed").first).to_be_visible()
