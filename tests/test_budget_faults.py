@@ -83,7 +83,7 @@ def test_faults_and_a_hung_call_are_retried_and_change_nothing(prefect_server, b
 
     clean = flows_module.evolution_run(RunConfig(**TINY, out=str(tmp_path), run_name="clean"))
     flaky = FlakyBackend(backend)
-    monkeypatch.setattr(flows_module, "load_backend", lambda name, precision: flaky)
+    monkeypatch.setattr(flows_module, "load_backend", lambda name, *placement: flaky)
     faulty = flows_module.evolution_run(RunConfig(**TINY, out=str(tmp_path), run_name="faulty", task_timeout_s=90))
     assert flaky.hung and flaky.calls >= 10  # the hang and at least two faults happened
     assert faulty["generations"] == clean["generations"] == 3

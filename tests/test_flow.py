@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_serv
     # Judging asks 2 judges x 2 questions = 4 scoring calls per generation: generation 1's first one fails (and,
     # with no retries, fails the run; nothing else scores: no references, no held-out judge).
     faulty = FaultyJudgeBackend(backend, ok_calls=4)
-    monkeypatch.setattr(flows_module, "load_backend", lambda name, precision: faulty)
+    monkeypatch.setattr(flows_module, "load_backend", lambda name, *placement: faulty)
     with pytest.raises(RuntimeError, match="injected judge fault"):
         flows_module.evolution_run(config)
     state = json.loads((tmp_path / "crash" / "state.json").read_text())
