@@ -48,6 +48,7 @@ class RunState:
     pool: list[str] = field(default_factory=list)  # the texts mutation draws few-shot items from
     next_cid: int = 0
     completed: int = 0  # generations committed to the run folder
+    logged: int = 0  # generations logged to MLflow (behind `completed` only after a crash between the two)
     history: list[dict] = field(default_factory=list)  # headline metrics per generation
     mlflow_run_id: str | None = None
     embeddings: PerElite = field(default_factory=PerElite)  # for the diversity statistic (run_metrics)
@@ -84,7 +85,7 @@ def prepare_run(config: RunConfig) -> RunState:
     saved = store.read_state()
     if saved is None:
         store.write_prep(config.model_dump(mode="json"), domain.model_dump(mode="json"), seed_pool)
-        saved = {"completed": 0, "next_cid": 0, "mlflow_run_id": None, "history": []}
+        saved = {"completed": 0, "logged": 0, "next_cid": 0, "mlflow_run_id": None, "history": []}
         store.write_state(saved)
     else:
         _check_resumable(store, config)
@@ -102,7 +103,8 @@ def prepare_run(config: RunConfig) -> RunState:
         inserted = store.read_candidates(completed, columns=["text", "inserted"])
         pool = list(seed_pool) + inserted.loc[inserted["inserted"], "text"].tolist()
     return RunState(config, domain, store, run_name, archive, experts, pool, next_cid=saved["next_cid"],
-                    completed=completed, history=saved["history"], mlflow_run_id=saved["mlflow_run_id"])
+                    completed=completed, logged=saved.get("logged", completed), history=saved["history"],
+                    mlflow_run_id=saved["mlflow_run_id"])
 
 
 def _check_resumable(store: RunStore, config: RunConfig) -> None:
@@ -133,6 +135,8 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
     if state.mlflow_run_id is not None:
         tracker = Tracker(state.config.experiment, state.run_name, run_id=state.mlflow_run_id)
         tracker.set_tags({"resumed_at_generation": state.completed})
+        for generation in range(state.logged, state.completed):  # committed, but a crash came before logging
+            log_generation(state, generation, state.store.read_metrics(generation), tracker)
         return tracker
     tracker = Tracker(state.config.experiment, state.run_name, tags={"domain": state.domain.name, **(tags or {})})
     from models.devices import resolve_device, resolve_precision
@@ -270,25 +274,36 @@ def archive_step(archive: QDArchive, experts: list[Expert], judged: pd.DataFrame
 def commit_generation(
     state: RunState, generation: int, outcome: ArchiveOutcome, metrics: dict, tracker: Tracker | None
 ) -> None:
-    """Apply a generation's outcome to the state and commit it: Parquet first, MLflow metrics, then state.json
-    (the commit marker)."""
+    """Apply a generation's outcome to the state and commit it to the run folder (Parquet and metrics first,
+    state.json last: the commit marker); then log it to MLflow. The run folder is the record: a run killed between
+    the two logs the generation when it resumes, instead of redoing it."""
     state.experts = outcome.experts
     state.pool.extend(outcome.inserted_texts)
     candidates = outcome.candidates
     state.next_cid = int(candidates["cid"].max()) + 1 if len(candidates) else state.next_cid
     experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
-    state.store.write_generation(generation, candidates, state.archive.elites(), experts)
-    if tracker is not None:
-        tracker.log_metrics(metrics, step=generation)  # the parent run holds the curves over generations
-        child = tracker.child(f"generation-{generation:04d}", tags={"generation": generation})
-        child.log_params({"generation": generation})
-        child.log_metrics(metrics, step=generation)
-        child.finish("FINISHED")
+    state.store.write_generation(generation, candidates, state.archive.elites(), experts, metrics)
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
     spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.core.budget)
     state.history.append({"generation": generation, **{k: metrics[k] for k in (*headline, *spending)}})
     state.completed = generation + 1
-    state.store.write_state(
-        {"completed": state.completed, "next_cid": state.next_cid, "mlflow_run_id": state.mlflow_run_id,
-         "history": state.history}
-    )
+    _write_state(state)
+    if tracker is not None:
+        log_generation(state, generation, metrics, tracker)
+
+
+def log_generation(state: RunState, generation: int, metrics: dict, tracker: Tracker) -> None:
+    """A committed generation's metrics in MLflow: its own child run (a half-logged one from before a crash is
+    replaced), then the parent run's curves; then state.json records it as logged."""
+    child = tracker.child(f"generation-{generation:04d}", tags={"generation": generation})
+    child.log_params({"generation": generation})
+    child.log_metrics(metrics, step=generation)
+    child.finish("FINISHED")
+    tracker.log_metrics(metrics, step=generation)  # the parent run holds the curves over generations
+    state.logged = generation + 1
+    _write_state(state)
+
+
+def _write_state(state: RunState) -> None:
+    state.store.write_state({"completed": state.completed, "logged": state.logged, "next_cid": state.next_cid,
+                             "mlflow_run_id": state.mlflow_run_id, "history": state.history})
