@@ -15,14 +15,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from evoforge.core.budget import exhausted as budget_exhausted
 from evoforge.core.config import RunConfig
 from evoforge.judges.panel import Panel
-from evoforge.steps.evolution import (
-    RunState,
-    generation_metrics,
-    new_expert,
-    open_tracking,
-    summary_markdown,
-    top_elites,
-)
+from evoforge.steps.evolution import RunState, new_expert, open_tracking
+from evoforge.steps.run_metrics import generation_metrics
+from evoforge.steps.run_report import summary_markdown, top_elites
 from flows.finetune import evaluate, finetune
 from flows.links import prefect_run_tags
 from models.embedder import load_embedder

@@ -11,6 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from evoforge.core.config import RunConfig
 from evoforge.judges.panel import Panel, fit_heldout_panel, report_metrics
 from evoforge.steps import evolution as steps
+from evoforge.steps.run_metrics import heldout_metrics
+from evoforge.steps.run_report import write_run_outputs
 from models.backend import Backend
 
 Backends = dict[str, Backend]
@@ -40,7 +42,7 @@ def fit_heldout_judge(state: steps.RunState, backends: Backends) -> Panel:
 @task(name="check-elites-heldout", cache_policy=NO_CACHE)
 def check_elites_heldout(state: steps.RunState, panel: Panel, backends: Backends) -> dict:
     """The held-out judge's agreement with the archive's cells (new elites are judged once)."""
-    return steps.heldout_metrics(state, panel, backends)
+    return heldout_metrics(state, panel, backends)
 
 
 @task(name="generate-candidates", cache_policy=NO_CACHE)
@@ -66,4 +68,4 @@ def record_generation(state: steps.RunState, generation: int, outcome: steps.Arc
 
 @task(name="finish-run", cache_policy=NO_CACHE)
 def finish_run(state: steps.RunState, tracker) -> dict:
-    return steps.write_run_outputs(state, tracker)
+    return write_run_outputs(state, tracker)

@@ -111,6 +111,42 @@ def test_interrupted_run_resumes_from_its_last_completed_generation(prefect_serv
     assert len(pd.read_parquet(tmp_path / "crash" / "candidates.parquet")) == 8
 
 
+def test_a_crash_between_commit_and_logging_logs_the_generation_when_the_run_resumes(prefect_server, backend,
+                                                                                     tmp_path, monkeypatch):
+    """The run folder is the record, MLflow its projection: a run killed after committing a generation but before
+    logging it does not redo it on resume; it logs it, once, and replaces the half-made child run."""
+    import flows.evolution as flows_module
+    from evoforge.core.tracking import Tracker
+
+    config = RunConfig(**TINY, out=str(tmp_path), run_name="half-logged", judge_references=False,
+                       heldout_judge=False, task_retries=0)
+    real_child = Tracker.child
+
+    def child_then_crash(self, run_name, tags=None):  # an injected fault: dies after making generation 1's child
+        child = real_child(self, run_name, tags)
+        if run_name == "generation-0001":
+            raise RuntimeError("injected crash while logging")
+        return child
+
+    monkeypatch.setattr(Tracker, "child", child_then_crash)
+    with pytest.raises(RuntimeError, match="injected crash while logging"):
+        flows_module.evolution_run(config)
+    state = json.loads((tmp_path / "half-logged" / "state.json").read_text())
+    assert (state["completed"], state["logged"]) == (2, 1)  # committed, not logged
+    last = pd.read_parquet(tmp_path / "half-logged" / "candidates" / "gen_0001.parquet")
+
+    monkeypatch.undo()
+    summary = flows_module.evolution_run(config)
+    assert pd.read_parquet(tmp_path / "half-logged" / "candidates" / "gen_0001.parquet").equals(last)  # not redone
+    client = MlflowClient(tracking_uri())
+    run_id = summary["mlflow_run_id"]
+    assert metric_steps(client, run_id, "qd_score") == [0, 1]
+    experiment = client.get_run(run_id).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["generation-0000", "generation-0001"]
+    assert json.loads((tmp_path / "half-logged" / "state.json").read_text())["logged"] == 2
+
+
 def test_resume_refuses_changed_settings(tmp_path):
     from evoforge.steps.evolution import ResumeError, prepare_run
 

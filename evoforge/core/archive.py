@@ -145,3 +145,21 @@ class QDArchive:
                 generation=int(generation),
             )
         return archive
+
+
+class PerElite:
+    """A value per live elite (an embedding, a held-out judge's bins), each computed once when the elite first
+    appears; a memo, so filling it changes no result."""
+
+    def __init__(self):
+        self.cache: dict[int, object] = {}
+
+    def values(self, elites: pd.DataFrame, compute) -> list:
+        """The values in the elites' order; `compute(texts)` is called for the new elites only, and the memo is
+        pruned to the live ones."""
+        missing = [c for c in elites["cid"] if c not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, compute(elites.set_index("cid").loc[missing, "text"].tolist())))
+        live = set(elites["cid"])
+        self.cache = {c: v for c, v in self.cache.items() if c in live}
+        return [self.cache[c] for c in elites["cid"]]

@@ -4,11 +4,12 @@ A generation is committed when `state.json` is rewritten, last and atomically, a
 is interrupted resumes from its last committed generation and rewrites whatever the broken one left behind.
 
     config.json               the run's configuration
-    state.json                completed generations, MLflow run id
+    state.json                completed generations, MLflow run id, generations logged to MLflow
     domain.parquet            the domain (one row) and pool.parquet, the seed pool
     candidates/gen_NNNN.parquet  every candidate of a generation (merged into candidates.parquet at the end)
     archive/gen_NNNN.parquet  the archive's elites after a generation
     experts.parquet           every expert's state after every generation
+    metrics/gen_NNNN.json     a generation's metrics, as logged to MLflow (a resumed run logs what a crash skipped)
 """
 
 import json
@@ -73,7 +74,15 @@ class RunStore:
         write_parquet(pd.DataFrame({"item": range(len(pool)), "text": pool}), self.root / "pool.parquet")
 
     # --- generations -------------------------------------------------------------------------------------------
-    def write_generation(self, generation: int, candidates: pd.DataFrame, elites: pd.DataFrame, experts: pd.DataFrame):
+    def metrics_part(self, generation: int) -> Path:
+        return self.root / "metrics" / f"gen_{generation:04d}.json"
+
+    def read_metrics(self, generation: int) -> dict:
+        return json.loads(self.metrics_part(generation).read_text())
+
+    def write_generation(self, generation: int, candidates: pd.DataFrame, elites: pd.DataFrame, experts: pd.DataFrame,
+                         metrics: dict):
+        write_json(metrics, self.metrics_part(generation))
         write_parquet(candidates, self.candidates_part(generation))
         write_parquet(elites, self.archive_snapshot(generation))
         history = pd.read_parquet(self.experts_path) if self.experts_path.is_file() else None

@@ -47,7 +47,15 @@ class Tracker:
                                              tags={"mlflow.experimentKind": "custom_model_development"})
 
     def child(self, run_name: str, tags: dict | None = None) -> "Tracker":
-        """A nested run under this one (one per generation), so the MLflow UI can compare them side by side."""
+        """A nested run under this one (one per generation), so the MLflow UI can compare them side by side.
+
+        A run killed after logging a generation but before committing it redoes that generation when it resumes;
+        the child it had logged then is deleted first, so each generation keeps one child run."""
+        for orphan in self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and attributes.run_name = '{run_name}'",
+        ):
+            self.client.delete_run(orphan.info.run_id)
         tags = {"mlflow.parentRunId": self.run_id, **{k: str(v) for k, v in (tags or {}).items()}}
         run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         return Tracker("", run_name, run_id=run_id)

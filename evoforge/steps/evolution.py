@@ -1,7 +1,7 @@
 """The steps of an evolution run as plain functions over a `RunState`; Prefect tasks wrap them one to one.
 
 prepare_run -> fit_run_panel -> (generate_step -> judge_step -> archive_step -> commit_generation) x N
-    -> write_run_outputs
+    -> write_run_outputs (evoforge.steps.run_report); each generation's metrics: evoforge.steps.run_metrics
 
 Randomness is drawn from `default_rng([seed, generation])`, so a generation does the same thing whether the run
 went straight through or resumed just before it.
@@ -15,24 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evoforge.core import plots
-from evoforge.core.archive import IMPROVED, NEW_CELL, STATUS_NAMES, QDArchive
+from evoforge.core.archive import STATUS_NAMES, PerElite, QDArchive
 from evoforge.core.budget import SPENT_BY
 from evoforge.core.config import RunConfig, flat_params
 from evoforge.core.domain import Domain, load_domain
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
-from evoforge.search.generation import plan_candidates, write_candidates
-from evoforge.judges.panel import (
-    Panel,
-    bin_agreement,
-    domain_columns,
-    fit_panel,
-    heldout_bins,
-    judge_distributions,
-    questions,
-)
 from evoforge.core.store import RunStore, write_parquet
 from evoforge.core.tracking import Tracker
+from evoforge.judges.panel import Panel, domain_columns, fit_panel, questions
+from evoforge.search.generation import plan_candidates, write_candidates
 from models.backend import Backend
 
 
@@ -57,10 +48,11 @@ class RunState:
     pool: list[str] = field(default_factory=list)  # the texts mutation draws few-shot items from
     next_cid: int = 0
     completed: int = 0  # generations committed to the run folder
+    logged: int = 0  # generations logged to MLflow (behind `completed` only after a crash between the two)
     history: list[dict] = field(default_factory=list)  # headline metrics per generation
     mlflow_run_id: str | None = None
-    embeddings: "PerElite" = field(default_factory=lambda: PerElite())  # for the diversity statistic
-    heldout: "PerElite" = field(default_factory=lambda: PerElite())  # the held-out judge's bins per elite
+    embeddings: PerElite = field(default_factory=PerElite)  # for the diversity statistic (run_metrics)
+    heldout: PerElite = field(default_factory=PerElite)  # the held-out judge's bins per elite (run_metrics)
 
     def __repr__(self) -> str:
         return f"RunState({self.run_name!r}, completed={self.completed}, elites={len(self.archive)})"
@@ -69,24 +61,6 @@ class RunState:
     def model_names(self) -> list[str]:
         """Every backend the run needs: the experts' (tuned models may have joined) and the judges'."""
         return sorted({e.backend for e in self.experts} | {j.model for j in self.config.judges})
-
-
-class PerElite:
-    """A value per live elite (an embedding, a held-out judge's bins), each computed once when the elite first
-    appears; a memo, so filling it changes no result."""
-
-    def __init__(self):
-        self.cache: dict[int, object] = {}
-
-    def values(self, elites: pd.DataFrame, compute) -> list:
-        """The values in the elites' order; `compute(texts)` is called for the new elites only, and the memo is
-        pruned to the live ones."""
-        missing = [c for c in elites["cid"] if c not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, compute(elites.set_index("cid").loc[missing, "text"].tolist())))
-        live = set(elites["cid"])
-        self.cache = {c: v for c, v in self.cache.items() if c in live}
-        return [self.cache[c] for c in elites["cid"]]
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -111,7 +85,7 @@ def prepare_run(config: RunConfig) -> RunState:
     saved = store.read_state()
     if saved is None:
         store.write_prep(config.model_dump(mode="json"), domain.model_dump(mode="json"), seed_pool)
-        saved = {"completed": 0, "next_cid": 0, "mlflow_run_id": None, "history": []}
+        saved = {"completed": 0, "logged": 0, "next_cid": 0, "mlflow_run_id": None, "history": []}
         store.write_state(saved)
     else:
         _check_resumable(store, config)
@@ -129,7 +103,8 @@ def prepare_run(config: RunConfig) -> RunState:
         inserted = store.read_candidates(completed, columns=["text", "inserted"])
         pool = list(seed_pool) + inserted.loc[inserted["inserted"], "text"].tolist()
     return RunState(config, domain, store, run_name, archive, experts, pool, next_cid=saved["next_cid"],
-                    completed=completed, history=saved["history"], mlflow_run_id=saved["mlflow_run_id"])
+                    completed=completed, logged=saved.get("logged", completed), history=saved["history"],
+                    mlflow_run_id=saved["mlflow_run_id"])
 
 
 def _check_resumable(store: RunStore, config: RunConfig) -> None:
@@ -160,6 +135,8 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
     if state.mlflow_run_id is not None:
         tracker = Tracker(state.config.experiment, state.run_name, run_id=state.mlflow_run_id)
         tracker.set_tags({"resumed_at_generation": state.completed})
+        for generation in range(state.logged, state.completed):  # committed, but a crash came before logging
+            log_generation(state, generation, state.store.read_metrics(generation), tracker)
         return tracker
     tracker = Tracker(state.config.experiment, state.run_name, tags={"domain": state.domain.name, **(tags or {})})
     from models.devices import resolve_device, resolve_precision
@@ -294,139 +271,39 @@ def archive_step(archive: QDArchive, experts: list[Expert], judged: pd.DataFrame
     return ArchiveOutcome(judged.assign(reward=judged["expert_id"].map(rewards)), experts)
 
 
-def generation_metrics(state: RunState, outcome: ArchiveOutcome, embedder=None) -> dict[str, float]:
-    """The per-generation metrics logged to MLflow (read before `commit_generation` applies the outcome)."""
-    candidates = outcome.candidates
-    stats = state.archive.stats()
-    metrics = {
-        **stats,
-        "candidates": len(candidates),
-        "valid_candidates": int(candidates["valid"].sum()),
-        "inserted": int(candidates["inserted"].sum()),
-        "new_cells": int((candidates["status"] == STATUS_NAMES[NEW_CELL]).sum()),
-        "improved_cells": int((candidates["status"] == STATUS_NAMES[IMPROVED]).sum()),
-        "tokens_generated": int(candidates["new_tokens"].sum()),
-        "continued": int(candidates["continued"].sum()),
-        "flagged": int(candidates["flagged"].sum()) if "flagged" in candidates else 0,  # judge-gaming guards
-        # Judgements made: every scored text x judge x question (the judge-call budget counts these).
-        "judge_calls": int(candidates["quality"].notna().sum()) * len(state.config.judges) * len(questions(state.domain))
-        if "quality" in candidates else 0,
-        "batch_mean_quality": float(candidates["quality"].mean()) if candidates["valid"].any() else 0.0,
-        "epsilon": float(candidates["epsilon"].iloc[0]) if len(candidates) else 0.0,
-        "pool_size": len(state.pool) + len(outcome.inserted_texts),
-    }
-    for expert in outcome.experts:
-        metrics[f"expert/{expert.expert_id}/value"] = expert.value
-        metrics[f"expert/{expert.expert_id}/picks"] = expert.picks
-    metrics.update(judge_distributions(candidates.filter(like="judge_")))
-    if embedder is not None:
-        metrics["elite_diversity"] = elite_diversity(state, embedder)
-    return metrics
-
-
-def elite_diversity(state: RunState, embedder) -> float:
-    """Mean pairwise cosine distance between the elites' sentence embeddings (each text embedded once)."""
-    from models.embedder import mean_pairwise_distance
-
-    elites = state.archive.elites()
-    vectors = state.embeddings.values(elites, embedder.embed)
-    return mean_pairwise_distance(np.stack(vectors)) if len(elites) else 0.0
-
-
-def heldout_metrics(state: RunState, panel: Panel, backends: dict[str, Backend]) -> dict[str, float]:
-    """How many of the elites a held-out judge (never used for selection) puts in the same cell, or in the same or
-    a neighbouring one. Each elite is judged once, when it first appears."""
-    elites = state.archive.elites()
-    theirs = state.heldout.values(
-        elites, lambda texts: heldout_bins(panel, backends, state.archive.bin_index, state.domain.axis_names, texts))
-    ours = elites[[f"bin_{a}" for a in state.domain.axis_names]].to_numpy(dtype=int)
-    theirs = np.array(theirs).reshape(ours.shape)
-    same, near = bin_agreement(ours, theirs)
-    return {"heldout/same_cell": same, "heldout/agreement": near}
-
-
 def commit_generation(
     state: RunState, generation: int, outcome: ArchiveOutcome, metrics: dict, tracker: Tracker | None
 ) -> None:
-    """Apply a generation's outcome to the state and commit it: Parquet first, MLflow metrics, then state.json
-    (the commit marker)."""
+    """Apply a generation's outcome to the state and commit it to the run folder (Parquet and metrics first,
+    state.json last: the commit marker); then log it to MLflow. The run folder is the record: a run killed between
+    the two logs the generation when it resumes, instead of redoing it."""
     state.experts = outcome.experts
     state.pool.extend(outcome.inserted_texts)
     candidates = outcome.candidates
     state.next_cid = int(candidates["cid"].max()) + 1 if len(candidates) else state.next_cid
     experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
-    state.store.write_generation(generation, candidates, state.archive.elites(), experts)
-    if tracker is not None:
-        tracker.log_metrics(metrics, step=generation)  # the parent run holds the curves over generations
-        child = tracker.child(f"generation-{generation:04d}", tags={"generation": generation})
-        child.log_params({"generation": generation})
-        child.log_metrics(metrics, step=generation)
-        child.finish("FINISHED")
+    state.store.write_generation(generation, candidates, state.archive.elites(), experts, metrics)
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
     spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.core.budget)
     state.history.append({"generation": generation, **{k: metrics[k] for k in (*headline, *spending)}})
     state.completed = generation + 1
-    state.store.write_state(
-        {"completed": state.completed, "next_cid": state.next_cid, "mlflow_run_id": state.mlflow_run_id,
-         "history": state.history}
-    )
+    _write_state(state)
+    if tracker is not None:
+        log_generation(state, generation, metrics, tracker)
 
 
-# --- the end of the run ----------------------------------------------------------------------------------------
+def log_generation(state: RunState, generation: int, metrics: dict, tracker: Tracker) -> None:
+    """A committed generation's metrics in MLflow: its own child run (a half-logged one from before a crash is
+    replaced), then the parent run's curves; then state.json records it as logged."""
+    child = tracker.child(f"generation-{generation:04d}", tags={"generation": generation})
+    child.log_params({"generation": generation})
+    child.log_metrics(metrics, step=generation)
+    child.finish("FINISHED")
+    tracker.log_metrics(metrics, step=generation)  # the parent run holds the curves over generations
+    state.logged = generation + 1
+    _write_state(state)
 
 
-def write_run_outputs(state: RunState, tracker: Tracker) -> dict:
-    """Merge the candidates, draw the plots, log the artifacts; returns the run's summary."""
-    store, domain = state.store, state.domain
-    candidates_path = store.merge_candidates(state.completed)
-    archive_path = write_parquet(state.archive.elites(), store.root / "archive.parquet")
-    plot_dir = store.root / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    stats = state.archive.stats()
-    title = f"{domain.name}: QD score {stats['qd_score']:.2f}, coverage {stats['coverage']:.0%}"
-    heatmap = plots.archive_heatmap(
-        state.archive.quality_grid(), domain.axis_names, [a.bins for a in domain.axes], title, plot_dir / "archive_heatmap.png"
-    )
-    curve = plots.qd_curve(pd.DataFrame(state.history), plot_dir / "qd_curve.png")
-    judges = plots.judge_histograms(pd.read_parquet(candidates_path), plot_dir / "judge_scores.png")
-    for path in (heatmap, curve, judges):
-        tracker.log_artifact(path, "plots")
-    for path in (candidates_path, archive_path, store.experts_path, store.root / "config.json"):
-        tracker.log_artifact(path, "data")
-    tracker.finish("FINISHED")
-    return {
-        "run_name": state.run_name,
-        "run_dir": str(store.root),
-        "mlflow_run_id": tracker.run_id,
-        "mlflow_run_url": tracker.run_url(),
-        "generations": state.completed,
-        **stats,
-    }
-
-
-def top_elites(state: RunState, n: int = 10, chars: int = 160) -> list[dict]:
-    """The best `n` elites, one per niche, for a table: niche, measures, quality and the start of the text."""
-    elites = state.archive.elites().sort_values("quality", ascending=False).head(n)
-    measures = [c for c in elites.columns if c.startswith("measure_")]
-    return [
-        {"niche": int(row["cell"]), "quality": round(float(row["quality"]), 4),
-         **{m.removeprefix("measure_"): round(float(row[m]), 4) for m in measures},
-         "generation": int(row["generation"]), "text": row["text"][:chars] + ("..." if len(row["text"]) > chars else "")}
-        for _, row in elites.iterrows()
-    ]
-
-
-def summary_markdown(state: RunState, summary: dict, elites: list[dict]) -> str:
-    """The run's summary for the Prefect UI: headline metrics, where the data is, and the best elites."""
-    mlflow = (f"[{summary['mlflow_run_id']}]({summary['mlflow_run_url']})" if summary.get("mlflow_run_url")
-              else f"`{summary['mlflow_run_id']}` (local database: `make mlflow-ui`)")
-    lines = [
-        f"# Evolution run `{state.run_name}` ({state.domain.name})", "",
-        "| QD score | coverage | best quality | elites | generations |", "|---|---|---|---|---|",
-        f"| {summary['qd_score']:.3f} | {summary['coverage']:.1%} | {summary['max_quality']:.3f} | "
-        f"{summary['num_elites']} | {summary['generations']} |", "",
-        f"MLflow run: {mlflow}  ", f"Run folder: `{summary['run_dir']}`", "", "## Best elites", "",
-    ]
-    lines += [f"{i + 1}. **{e['quality']:.3f}** (niche {e['niche']}): {e['text']}" for i, e in enumerate(elites[:5])]
-    return "\n".join(lines) + "\n"
-
+def _write_state(state: RunState) -> None:
+    state.store.write_state({"completed": state.completed, "logged": state.logged, "next_cid": state.next_cid,
+                             "mlflow_run_id": state.mlflow_run_id, "history": state.history})

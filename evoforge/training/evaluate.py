@@ -15,10 +15,10 @@ from evoforge.steps.evolution import (
     commit_generation,
     fit_run_panel,
     generate_step,
-    generation_metrics,
     judge_step,
     prepare_run,
 )
+from evoforge.steps.run_metrics import generation_metrics
 
 
 def fill_archive(
