@@ -66,7 +66,8 @@ class JudgeConfig(_Config):
     """One AI-feedback judge: a model, a prompt format and which of the domain's phrasings it asks."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$", description="Short name (no underscores), used in column and metric names")
-    model: str = Field("smollm2", description="Judge model: an embedded name, a .gguf path or a local folder")
+    model: str = Field("smollm2", description="Judge model: an embedded name, a .gguf path, a local folder, or a "
+                       "server model 'openai:<model>@<base_url>' (see README, Models and backends)")
     format: Literal["chat", "instruct"] = Field(
         "chat", description="'chat': the model's chat template; 'instruct': '### Instruction/Input/Response'"
     )
