@@ -1,8 +1,8 @@
 """Starting llama.cpp's OpenAI-compatible server (`llama-cpp-python[server]`, built by `make llama-server` into its
 own venv) on a loopback port, for the server tests and the server benchmark.
 
-It serves a GGUF file as it is (the embedded SmolLM2 Q4_1), with `logits_all` on so that `echo` returns the
-prompt's log-probs (multi-token judge options need them).
+It serves a GGUF file as it is (the embedded SmolLM2 Q4_1), with `logits_all` on: llama-cpp-python returns no
+log-probs at all without it (and judges read the answer token's `top_logprobs`).
 """
 
 import os

@@ -60,11 +60,16 @@ class EndpointConfig:
     api_key_env: str | None = None  # the environment variable holding the API key (its value is never logged)
     extra_body: dict = field(default_factory=dict)  # server-specific request fields, e.g. llama.cpp repeat_penalty
     max_concurrency: int = 4  # requests in flight per node
-    top_logprobs: int = 20  # alternatives asked for on a judge's answer token (vLLM allows 20, OpenAI 5)
+    # Alternatives asked for on a judge's answer token: more means fewer options given the floor (at 100, a third
+    # of the instruct format's labels fell outside for SmolLM2-135M; at 1000 none). A server that refuses the
+    # number (vLLM allows 20 by default, OpenAI 5) is asked again with the next of TOP_LOGPROBS_FALLBACK.
+    top_logprobs: int = 1000
     timeout_s: float = 120.0
     retries: int = 4  # further attempts of a failed request, on other nodes where there are some
     probe_after_s: float = 5.0  # a dead node is probed (GET /models) again after this, doubling up to 60 s
 
+
+TOP_LOGPROBS_FALLBACK = (100, 20, 5)
 
 ENDPOINT_KEYS = {"model", "nodes", "tokenizer", "api_key_env", "extra_body", "max_concurrency", "top_logprobs",
                  "timeout_s", "retries", "probe_after_s"}
@@ -291,6 +296,7 @@ class OpenAIBackend:
         self.tokenizer = self._local_tokenizer()
         self.executor = ThreadPoolExecutor(self.config.max_concurrency * len(self.config.nodes),
                                            thread_name_prefix="openai-backend")
+        self.top_k = self.config.top_logprobs  # lowered once if the server refuses it
         self.scored_cells = 0  # (prompt, option) log-probs read from a 1-token completion's top-k
         self.floored_cells = 0  # of those, options outside the returned top-k (given the floor)
 
@@ -342,55 +348,68 @@ class OpenAIBackend:
 
     def option_logprobs(self, prompts: list[str], options: list[str], score_batch_size: int = 16,
                         desc: str = "score", reuse_prefix: bool = True) -> np.ndarray:
-        """log P(option | prompt) from the server. Options of one token each (known from the local tokenizer) are
-        read off the answer token's `top_logprobs` of a 1-token greedy completion; an option outside the returned
-        top-k gets the floor (the k-th log-prob, an upper bound of its own), counted in `floored_cells`. Other
-        options are scored from the prompt's own log-probs (`echo`), where the server offers them. The server
-        reuses the shared prefix (llama.cpp keeps the last prompt's cache); the batch size does not apply."""
-        if self._single_token(options):
-            rows = self._map(lambda p: self._answer_logprobs(p, options), prompts)
-            return np.array(rows, dtype=float).reshape(len(prompts), len(options))
-        pairs = [(p, o) for p in prompts for o in options]
-        values = self._map(lambda pair: self._echo_logprob(*pair), pairs)
-        return np.array(values, dtype=float).reshape(len(prompts), len(options))
+        """log P(option | prompt) from the answer token's `top_logprobs` of 1-token greedy completions.
 
-    def _single_token(self, options: list[str]) -> bool:
+        One request per prompt reads every option that is one token. An option of several tokens is followed
+        piece by piece, each next request continuing from the prompt plus the pieces so far. The pieces are the
+        option's own tokens where the model's tokenizer is on local disk (as in-process scoring splits it);
+        otherwise the longest returned token that starts what is left of the option (no tokenizer needed, so any
+        server works). A piece outside the returned top-k gets the floor (the k-th log-prob, an upper bound of its
+        own) for the rest of the option, counted in `floored_cells`. Prompt log-probs (`echo`) are not used:
+        llama-cpp-python 0.3.36 returns them shifted by one token. The server reuses the shared prefix (llama.cpp
+        keeps the last prompt's cache); `score_batch_size` and `reuse_prefix` do not apply."""
+        pieces = {o: self._pieces(o) for o in options}
+        rows = self._map(lambda p: self._prompt_option_logprobs(p, pieces), prompts)
+        return np.array(rows, dtype=float).reshape(len(prompts), len(options))
+
+    def _pieces(self, option: str) -> list[str] | None:
+        """The option's token texts by the local tokenizer, or None (unknown: found from the server's tokens)."""
         if self.tokenizer is None:
-            return False  # unknown tokens: the prompt log-probs are exact for any option
-        return all(len(self.tokenizer(o, add_special_tokens=False)["input_ids"]) == 1 for o in options)
+            return None
+        pieces = [self.tokenizer.decode([i]) for i in self.tokenizer(option, add_special_tokens=False)["input_ids"]]
+        return pieces if "".join(pieces) == option else None  # a character split across tokens: not readable
 
-    def _refuse(self, what: str) -> NoLogprobsError:
-        return NoLogprobsError(
-            f"model '{self.name}': the server returned no {what}, so it cannot serve 'logprob' or 'label' judges; "
-            f"use a server that returns log-probs (llama.cpp's server, vLLM), or judge kind 'generative'"
-        )
+    def _prompt_option_logprobs(self, prompt: str, pieces: dict[str, list[str] | None]) -> list[float]:
+        answers = {prompt: self._top_logprobs(prompt)}  # continuations already asked, shared by the options
+        values, floored = [], 0
+        for option, known in pieces.items():
+            total, done, n = 0.0, "", 0  # log-prob so far, the option's text so far, pieces so far
+            while len(done) < len(option):
+                if prompt + done not in answers:
+                    answers[prompt + done] = self._top_logprobs(prompt + done)
+                top = answers[prompt + done]
+                rest = option[len(done):]
+                piece = known[n] if known else max((t for t in top if t and rest.startswith(t)), key=len, default=None)
+                if piece not in top:
+                    total, floored = total + min(top.values()), floored + 1
+                    break
+                total, done, n = total + top[piece], done + piece, n + 1
+            values.append(total)
+        with self.pool.lock:
+            self.scored_cells += len(pieces)
+            self.floored_cells += floored
+        return values
 
-    def _answer_logprobs(self, prompt: str, options: list[str]) -> list[float]:
+    def _top_logprobs(self, prompt: str) -> dict[str, float]:
+        """The next token's `top_logprobs` (token text -> log-prob) from a 1-token greedy completion."""
         body = {**self.config.extra_body, "model": self.config.model, "prompt": prompt, "max_tokens": 1,
-                "temperature": 0.0, "logprobs": self.config.top_logprobs}
-        logprobs = self.pool.post("/completions", body)["choices"][0].get("logprobs") or {}
+                "temperature": 0.0, "logprobs": self.top_k}
+        try:
+            answer = self.pool.post("/completions", body)
+        except RequestRefused:
+            smaller = [k for k in TOP_LOGPROBS_FALLBACK if k < self.top_k]
+            if not smaller:
+                raise
+            self.top_k = smaller[0]  # shared by every later request (a benign race: threads agree on the value)
+            return self._top_logprobs(prompt)
+        logprobs = answer["choices"][0].get("logprobs") or {}
         top = (logprobs.get("top_logprobs") or [None])[0]
         if not top:
-            raise self._refuse("top_logprobs")
-        floor = min(top.values())
-        found = [top.get(o) for o in options]
-        with self.pool.lock:
-            self.scored_cells += len(options)
-            self.floored_cells += sum(v is None for v in found)
-        return [floor if v is None else float(v) for v in found]
-
-    def _echo_logprob(self, prompt: str, option: str) -> float:
-        body = {**self.config.extra_body, "model": self.config.model, "prompt": prompt + option, "max_tokens": 1,
-                "temperature": 0.0, "logprobs": 1, "echo": True}
-        logprobs = self.pool.post("/completions", body)["choices"][0].get("logprobs") or {}
-        offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
-        if not offsets or not values:
-            raise self._refuse("prompt log-probs (echo)")
-        # The option's tokens start at or after the prompt's end; the last token is the generated one.
-        picked = [v for off, v in zip(offsets[:-1], values[:-1]) if off >= len(prompt)]
-        if not picked or any(v is None for v in picked):
-            raise self._refuse("prompt log-probs (echo)")
-        return float(sum(picked))
+            raise NoLogprobsError(
+                f"model '{self.name}': the server returned no top_logprobs, so it cannot serve 'logprob' or 'label' "
+                f"judges; use a server that returns log-probs (llama.cpp's server, vLLM), or judge kind 'generative'"
+            )
+        return {str(k): float(v) for k, v in top.items()}
 
     @property
     def floored_share(self) -> float:
@@ -402,4 +421,5 @@ class OpenAIBackend:
         out = {f"backend/{node}/{key}": value for node, counts in self.pool.stats().items()
                for key, value in counts.items()}
         out["backend/logprob_floored_share"] = self.floored_share
+        out["backend/top_logprobs"] = self.top_k
         return out

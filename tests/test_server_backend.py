@@ -66,14 +66,20 @@ def test_server_backend_dead_endpoint_fails_with_the_reason(tmp_path):
 
 
 class NoLogprobsServer(http.server.BaseHTTPRequestHandler):
-    """Injected fault: an OpenAI-compatible completions endpoint that answers without log-probabilities (as
-    `transformers serve` does)."""
+    """Injected fault: an OpenAI-compatible completions endpoint that refuses more than 5 alternatives (as OpenAI's
+    API does) and then answers without log-probabilities (as `transformers serve` does)."""
+
+    asked = []  # the number of alternatives each request asked for
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps({"choices": [{"text": " yes", "logprobs": None}],
-                           "usage": {"completion_tokens": 1, "total_tokens": 5}}).encode()
-        self.send_response(200)
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        NoLogprobsServer.asked.append(request.get("logprobs"))
+        if (request.get("logprobs") or 0) > 5:  # as OpenAI's API: at most 5 alternatives
+            body, status = b'{"error": {"message": "logprobs must be at most 5"}}', 400
+        else:
+            body, status = json.dumps({"choices": [{"text": " yes", "logprobs": None}],
+                                       "usage": {"completion_tokens": 1, "total_tokens": 5}}).encode(), 200
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -91,6 +97,7 @@ def test_server_backend_refuses_logprob_judging_without_logprobs():
         assert backend.generate(["Hi"], [SamplingSettings(max_new_tokens=1)])[0].text == " yes"  # generative works
         with pytest.raises(NoLogprobsError, match="cannot serve 'logprob' or 'label' judges"):
             backend.option_logprobs(["Is it good?"], ["yes", "no"])
+        assert NoLogprobsServer.asked[-4:] == [1000, 100, 20, 5] and backend.top_k == 5  # asked less when refused
     finally:
         server.shutdown()
 
@@ -173,7 +180,7 @@ def test_server_backend_judge_agrees_with_in_process(llama_server, exact_backend
             worst[(fmt, qp.options)] = float(np.max(np.abs(here - there)))
     print("max |P(first label) server - in-process|:", worst, "floored share:", server.floored_share)
     assert max(worst.values()) <= JUDGE_TOLERANCE, worst
-    assert 0.0 <= server.floored_share < 0.5
+    assert server.floored_share < 0.1 and server.top_k == 1000  # llama.cpp returns as many alternatives as asked
 
 
 def kill_when_busy(backend, node_index: int, server, after_requests: int, killed: dict):
@@ -221,3 +228,9 @@ def test_server_backend_evolution_run_survives_a_killed_node(prefect_server, bac
     assert stats["backend/b/requests"] == killed["requests_before"]  # nothing answered after the kill
     assert stats["backend/b/errors"] >= 1 and stats["backend/b/alive"] == 0.0
     assert stats["backend/a/requests"] > 0 and stats["backend/a/errors"] == 0
+    from mlflow.tracking import MlflowClient
+    from evoforge.core.tracking import tracking_uri
+
+    logged = MlflowClient(tracking_uri()).get_run(summary["mlflow_run_id"]).data.metrics
+    assert logged["backend/a/requests"] == stats["backend/a/requests"] and logged["backend/b/errors"] >= 1
+    assert "backend/a/latency_p95_s" in logged and "backend/logprob_floored_share" in logged
