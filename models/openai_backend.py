@@ -170,7 +170,7 @@ class Node:
 
 class NodePool:
     """Sends each request to the live node with the fewest outstanding requests; a failed request (connection
-    error, timeout, HTTP 5xx) takes its node out and is retried on another node with exponential backoff; a dead
+    error, timeout, HTTP 5xx or 429) takes its node out and is retried on another node with exponential backoff; a dead
     node is probed (GET <url>/models) once its cooldown has passed and rejoins when it answers."""
 
     def __init__(self, config: EndpointConfig):
@@ -238,7 +238,7 @@ class NodePool:
             start = time.monotonic()
             try:
                 response = self.client.post(f"{node.spec.url}{path}", json=body)
-                if response.status_code >= 500:
+                if response.status_code >= 500 or response.status_code == 429:  # overloaded or rate-limited: retry
                     raise httpx.HTTPStatusError(f"HTTP {response.status_code}: {response.text[:200]}",
                                                 request=response.request, response=response)
                 if response.status_code >= 400:

@@ -204,7 +204,7 @@ def test_server_backend_evolution_run_survives_a_killed_node(prefect_server, bac
                                                              tmp_path):
     """Generator on two server nodes, judges in-process; one node is killed mid-run and the run completes."""
     from flows.evolution import evolution_run
-    from evoforge.core.config import RunConfig
+    from evoforge.core.config import JudgeConfig, RunConfig
     from models.loading import load_backend
 
     second = start_server()
@@ -215,8 +215,10 @@ def test_server_backend_evolution_run_survives_a_killed_node(prefect_server, bac
     server_backend = load_backend(name)
     killed = {}
     watcher = kill_when_busy(server_backend, 1, second, after_requests=2, killed=killed)
+    # One in-process judge, no reference scoring and no held-out judge: the server side is what is under test here.
     config = RunConfig(generations=2, experts=2, batch_size=4, max_new_tokens=16, continue_tokens=8, seed=3,
-                       generator_models=[name], out=str(tmp_path), run_name="nodes")
+                       generator_models=[name], judges=[JudgeConfig(name="chat0")], judge_references=False,
+                       heldout_judge=False, out=str(tmp_path), run_name="nodes")
     summary = evolution_run(config)
     watcher.join(timeout=5)
 
