@@ -55,7 +55,10 @@ def main() -> int:
     print(f"machine: {machine}")
     started = time.perf_counter()
     domain, prompts, settings, texts = workloads(args.quick)
+    # The precision runs use ('auto': bfloat16 on BF16 CPUs), and float32 (the GGUF's packed kernels compute in it).
     measure("in-process batched", load_backend("smollm2", "auto"), domain, prompts, settings, texts, args.quick)
+    measure("in-process batched float32", load_backend("smollm2", "float32"), domain, prompts, settings, texts,
+            args.quick)
     gguf = resolve_model("smollm2").label
     logs = Path(tempfile.mkdtemp(prefix="evoforge-server-bench-"))
     servers = []

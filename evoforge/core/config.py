@@ -162,7 +162,8 @@ class RunConfig(_Config):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the run; an existing run resumes"
     )
     generator_models: list[str] = Field(
-        default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
+        default_factory=lambda: ["smollm2"], min_length=1,
+        description="Models the experts are spread over: local names or server models (openai:<model>@<base_url>)"
     )
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
     combine: Literal["mean", "weighted", "vote", "bma", "stacking"] = Field(
@@ -252,7 +253,8 @@ class TournamentConfig(_Config):
         "empty: all of them",
     )
     generator_models: list[str] = Field(
-        default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
+        default_factory=lambda: ["smollm2"], min_length=1,
+        description="Models the experts are spread over: local names or server models (openai:<model>@<base_url>)"
     )
     population: str | None = Field(
         None, description="Parquet file of experts to start from (e.g. an evolution run's experts.parquet); "
