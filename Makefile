@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask science ui mlflow-ui clean
+.PHONY: install run test test-fast bench bench-ask science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,23 @@ ui: install
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# llama.cpp's OpenAI-compatible server (llama-cpp-python[server]), built from source once into its own venv: it is a
+# separate process, and its server extra's pins (fastapi, pydantic-settings) must not move the project's (Prefect
+# needs fastapi<0.155). Portable CPU flags: the -march=native build crashes (general protection fault in
+# libggml-cpu) on the AVX-512/AMX Xeons this was measured on. 10-20 minutes on 2 cores; the server tests use it.
+LLAMA_VENV ?= .venv-llama
+LLAMA_PIN := llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+$(LLAMA_VENV)/.installed:
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(LLAMA_VENV)/bin/python -m pip install -q '$(LLAMA_PIN)'
+	$(LLAMA_VENV)/bin/python -c "import llama_cpp.server"
+	touch $@
+
+llama-server: $(LLAMA_VENV)/.installed
 
 clean:
 	rm -rf .state runs mlflow.db mlartifacts

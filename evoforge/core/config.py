@@ -67,7 +67,8 @@ class JudgeConfig(_Config):
     """One AI-feedback judge: a model, a prompt format and which of the domain's phrasings it asks."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$", description="Short name (no underscores), used in column and metric names")
-    model: str = Field("smollm2", description="Judge model: an embedded name, a .gguf path or a local folder")
+    model: str = Field("smollm2", description="Judge model: an embedded name, a .gguf path, a local folder, or a "
+                       "server model 'openai:<model>@<base_url>' (see README, Models and backends)")
     format: Literal["chat", "instruct"] = Field(
         "chat", description="'chat': the model's chat template; 'instruct': '### Instruction/Input/Response'"
     )
@@ -162,7 +163,8 @@ class RunConfig(_Config):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the run; an existing run resumes"
     )
     generator_models: list[str] = Field(
-        default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
+        default_factory=lambda: ["smollm2"], min_length=1,
+        description="Models the experts are spread over: local names or server models (openai:<model>@<base_url>)"
     )
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
     combine: Literal["mean", "weighted", "vote", "bma", "stacking"] = Field(
@@ -256,7 +258,8 @@ class TournamentConfig(_Config):
         "empty: all of them",
     )
     generator_models: list[str] = Field(
-        default_factory=lambda: ["smollm2"], min_length=1, description="Backends the experts are spread over"
+        default_factory=lambda: ["smollm2"], min_length=1,
+        description="Models the experts are spread over: local names or server models (openai:<model>@<base_url>)"
     )
     population: str | None = Field(
         None, description="Parquet file of experts to start from (e.g. an evolution run's experts.parquet); "

@@ -58,7 +58,9 @@ def fill_archive(
         from models.finetune import mean_loss
 
         backend = backends[generator]
-        scores["held_out_loss"] = mean_loss(backend.model, backend.tokenizer, held_out)
+        # The loss needs the weights: a generator on a model server has none here, so it has no held-out loss.
+        weights = getattr(backend, "model", None)
+        scores["held_out_loss"] = mean_loss(weights, backend.tokenizer, held_out) if weights is not None else np.nan
     return {
         "label": label, "model": generator, "search": search, "scores": scores,
         "qd_history": [h["qd_score"] for h in state.history], "run_dir": str(state.store.root),

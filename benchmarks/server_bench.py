@@ -1,0 +1,86 @@
+"""The server backend beside the in-process one: generation and judging through llama.cpp's OpenAI-compatible server
+(one node, two nodes) against evoforge's batched transformers backend, on the same prompts.
+
+    .venv/bin/python benchmarks/server_bench.py [--quick]     # needs `make llama-server`
+
+The cores are shared fairly: one node gets every thread, two nodes half each. Writes benchmarks/results/
+<date>-<host>-server.json with the rows of bench.py's table.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from benchmarks.bench import ROWS, expert_prompts, record, timed  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
+from evoforge.core.config import JudgeConfig  # noqa: E402
+from evoforge.core.domain import load_domain  # noqa: E402
+from evoforge.judges.panel import question_prompts  # noqa: E402
+from models.llama_server import start_llama_server  # noqa: E402
+from models.loading import load_backend  # noqa: E402
+from models.resolve import resolve_model  # noqa: E402
+
+
+def workloads(quick: bool):
+    """bench.py's generation rows (experts x candidates, each expert its own settings) and pool texts to judge."""
+    domain = load_domain("opinions")
+    prompts, settings = expert_prompts(domain, 2 if quick else 4, 4, 16 if quick else 32)
+    return domain, prompts, settings, domain.load_pool()[: 8 if quick else 32]
+
+
+def measure(label: str, backend, domain, prompts, settings, texts, quick: bool) -> None:
+    secs, outs = timed(lambda: backend.generate(prompts, settings, seed=0), 1 if quick else 2, 1)
+    record("server: generation", label, secs, sum(o.new_tokens for o in outs), "new tok/s", "in-process batched")
+    qp = question_prompts(backend, JudgeConfig(name="j"), domain.quality, texts)
+    secs, _ = timed(lambda: backend.option_logprobs(qp.prompts, list(qp.options)), 1 if quick else 2, 1)
+    record("server: judging", label, secs, len(texts), "judgements/s", "in-process batched")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer prompts and repeats (a smoke run)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    machine = machine_info()
+    cores = os.cpu_count() or 2
+    print(f"machine: {machine}")
+    started = time.perf_counter()
+    domain, prompts, settings, texts = workloads(args.quick)
+    # The precision runs use ('auto': bfloat16 on BF16 CPUs), and float32 (the GGUF's packed kernels compute in it).
+    measure("in-process batched", load_backend("smollm2", "auto"), domain, prompts, settings, texts, args.quick)
+    measure("in-process batched float32", load_backend("smollm2", "float32"), domain, prompts, settings, texts,
+            args.quick)
+    gguf = resolve_model("smollm2").label
+    logs = Path(tempfile.mkdtemp(prefix="evoforge-server-bench-"))
+    servers = []
+    try:
+        servers.append(start_llama_server(gguf, "smollm2", logs / "one.log", threads=cores))
+        measure(f"server, 1 node x {cores} threads", load_backend(f"openai:smollm2@{servers[0].base_url}"),
+                domain, prompts, settings, texts, args.quick)
+        servers.pop().stop()
+        half = max(1, cores // 2)
+        servers += [start_llama_server(gguf, "smollm2", logs / f"node{i}.log", threads=half) for i in range(2)]
+        name = "openai:smollm2@" + ",".join(s.base_url for s in servers)
+        measure(f"server, 2 nodes x {half} threads", load_backend(name), domain, prompts, settings, texts, args.quick)
+    finally:
+        for server in servers:
+            server.stop()
+    total = time.perf_counter() - started
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-server{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps({"machine": machine, "seconds": total, "rows": ROWS}, indent=2, default=float))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
