@@ -20,7 +20,7 @@ from evoforge.core.config import TournamentConfig, flat_params
 from evoforge.core.tracking import Tracker
 from flows.links import prefect_run_tags
 from models.loading import load_backend
-from tasks.tournament import answer, finish_tournament, judge_answers, select_and_reward
+from tasks.tournament import answer, finish_tournament, fit_judges, judge_answers, select_and_reward
 
 EXAMPLE = TournamentConfig(
     instruction="Evaluate the potential impact and investment viability of AI, blockchain, quantum computing and "
@@ -63,19 +63,22 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
     tracker.log_params({**flat_params(config), "run_dir": str(state.root.resolve())})
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision, config.device) for name in state.model_names}
+        panel = fit_judges(state, backends)
         for iteration in range(config.max_iterations):
             answers = answer(state, iteration, backends)
-            judged = judge_answers(state, answers, backends)
+            judged = judge_answers(state, panel, answers, backends)
             external = tournament.external_reward(config, iteration)
             if external is None and config.wait_for_reward_s > 0:
                 external = wait_for_reward(iteration, config.wait_for_reward_s)
-            record = select_and_reward(state, judged, iteration, backends, external)
+            outcome = select_and_reward(state, judged, iteration, backends, external)
+            tournament.commit_iteration(state, outcome)
+            record = outcome.record
             tracker.log_metrics(tournament.iteration_metrics(state, record, judged), step=iteration)
             logger.info("iteration %d: expert %d selected (%s), reward %.2f, total %.2f", iteration,
                         record["expert_id"], record["reward_label"], record["reward"], record["total_reward"])
             if tournament.should_stop(config, iteration, state.total_reward):
                 break
-        summary = finish_tournament(state, backends)
+        summary = finish_tournament(state, panel, backends)
         for name in ("answers.parquet", "experts.parquet", "iterations.parquet", "best_answer.md"):
             tracker.log_artifact(state.root / name, "tournament")
         tracker.finish("FINISHED")

@@ -132,7 +132,8 @@ class EvaluateConfig(_Config):
     """Candidate vs champion: each fills a fresh archive with the same budget, seed and judges."""
 
     generations: int = Field(2, ge=1, le=1000, description="Generations per evaluated model")
-    batch_size: int = Field(8, ge=1, le=4096, description="Candidates per generation")
+    batch_size: int = Field(8, ge=1, le=4096, title="Evaluation Batch Size",  # the form's label: not the run's
+                            description="Candidates per generation of each evaluated model")
     search: Literal["niche", "lmx", "fixed_few_shot", "zero_shot"] = Field(
         "niche", description="How evaluated models are prompted ('niche': asked for a random niche)"
     )

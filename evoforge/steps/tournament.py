@@ -11,7 +11,7 @@ are saved, so the next task starts from what this one learnt.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from evoforge.judges.panel import Panel, fit_panel
 from evoforge.core.prompts import trim_to_last_sentence
 from evoforge.judges.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
 from evoforge.core.store import write_parquet
+from models.backend import Backend
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "data" / "tournament.yaml"
 
@@ -76,7 +77,8 @@ def load_population(path: str | Path) -> list[Expert]:
 
 
 class TournamentState:
-    """One tournament in progress: the experts, the answers so far and the reward bookkeeping."""
+    """One tournament in progress: the experts, the answers so far and the reward bookkeeping. The steps read it
+    and return what they made; `commit_iteration` alone applies an iteration's outcome."""
 
     def __init__(self, config: TournamentConfig, spec: TournamentSpec, experts: list[Expert], root: Path):
         self.config = config
@@ -85,7 +87,6 @@ class TournamentState:
         self.root = root
         self.task = task_text(config.instruction, config.context)
         self.questions = task_questions(spec, self.task)
-        self.panel: Panel | None = None
         self.selector: Selector = fit_selector(
             config.selection, Consensus(config.consensus_similarity, config.consensus_threshold))
         self.answers: list[pd.DataFrame] = []  # one frame per iteration
@@ -118,10 +119,9 @@ def prepare_tournament(config: TournamentConfig, spec: TournamentSpec | None = N
     return TournamentState(config, spec, experts, root)
 
 
-def fit_tournament_judges(state: TournamentState, backends: dict) -> Panel:
+def fit_tournament_judges(state: TournamentState, backends: dict[str, Backend]) -> Panel:
     """A free-form task has no reference labels: the panel combines raw (or contextually calibrated) scores."""
-    state.panel = fit_panel(backends, state.config.judges, state.questions, state.config.combine)
-    return state.panel
+    return fit_panel(backends, state.config.judges, state.questions, state.config.combine)
 
 
 def epsilon(state: TournamentState, iteration: int) -> float:
@@ -162,11 +162,10 @@ def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.Da
         ["iteration", "expert_id", "backend", "text", "new_tokens", "continued"]]
 
 
-def judge_step(state: TournamentState, answers: pd.DataFrame, backends: dict) -> pd.DataFrame:
+def judge_step(state: TournamentState, panel: Panel, answers: pd.DataFrame, backends: dict[str, Backend]) -> pd.DataFrame:
     """Every judge scores every answer on every question (`score`: the mean of the panel's question scores), and
     the selection's features are added: consensus (`cluster`, `agreement`, `centrality`) and, for the verifier
     and stacked selections, the verifier's P(correct)."""
-    panel = state.panel or fit_tournament_judges(state, backends)
     scores = panel.judge(backends, answers["text"].tolist())
     scores.index = answers.index
     judged = answers.join(scores)
@@ -254,9 +253,19 @@ def learn_values(config: TournamentConfig, values: np.ndarray, judged: pd.DataFr
     return values
 
 
-def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, backends: dict,
-                external: float | None) -> dict:
-    """Select an answer, have it labelled, add the external reward and update the expert values (learn_values)."""
+@dataclass(frozen=True)
+class IterationOutcome:
+    """What one iteration produced: its answers with the selection and reward marked, the record for the log, and
+    the experts after learning (values, picks)."""
+
+    answers: pd.DataFrame
+    record: dict
+    experts: list[Expert]
+
+
+def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, backends: dict[str, Backend],
+                external: float | None) -> IterationOutcome:
+    """Select an answer, have it labelled, add the external reward and learn the expert values (learn_values)."""
     config = state.config
     rng = np.random.default_rng([config.seed, iteration, 1])
     eps = epsilon(state, iteration)
@@ -268,21 +277,25 @@ def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, ba
     reward = intrinsic + (external or 0.0)
     expert_id = int(chosen["expert_id"])
     values = learn_values(config, state.values, judged, kept, row, reward, external)
-    for expert, value in zip(state.experts, values):
-        expert.value = float(value)
-    state.experts[expert_id].picks += 1
-    state.total_reward += reward
+    experts = [replace(e, value=float(v), picks=e.picks + (e.expert_id == expert_id))
+               for e, v in zip(state.experts, values)]
     judged = judged.assign(selected=np.arange(len(judged)) == row, reward_label=None, reward=np.nan)
     judged.loc[judged.index[row], ["reward_label", "reward"]] = [label, reward]
-    state.answers.append(judged)
     record = {
         "iteration": iteration, "expert_id": expert_id, "explored": explored, "epsilon": eps,
         "score": float(chosen["score"]), "reward_label": label, "intrinsic_reward": intrinsic,
-        "external_reward": external, "reward": reward, "total_reward": state.total_reward,
+        "external_reward": external, "reward": reward, "total_reward": state.total_reward + reward,
         "label_probabilities": probs, "values": values.round(4).tolist(),
     }
-    state.iterations.append(record)
-    return record
+    return IterationOutcome(judged, record, experts)
+
+
+def commit_iteration(state: TournamentState, outcome: IterationOutcome) -> None:
+    """Apply an iteration's outcome to the tournament."""
+    state.experts = outcome.experts
+    state.total_reward = outcome.record["total_reward"]
+    state.answers.append(outcome.answers)
+    state.iterations.append(outcome.record)
 
 
 def should_stop(config: TournamentConfig, iteration: int, total_reward: float) -> bool:
@@ -306,7 +319,7 @@ def best_answer(state: TournamentState, answers: pd.DataFrame) -> int:
     return state.selector.pick(with_features(state, answers.reset_index(drop=True), {}))
 
 
-def tournament_summary(state: TournamentState, backends: dict | None = None) -> dict:
+def tournament_summary(state: TournamentState, panel: Panel | None = None, backends: dict | None = None) -> dict:
     """Keep one answer out of all, write answers and experts as Parquet, save the population for the next ask,
     and summarise. A kept answer that no iteration selected is labelled by the reward judge here (with backends)."""
     answers = pd.concat(state.answers, ignore_index=True)
@@ -326,7 +339,7 @@ def tournament_summary(state: TournamentState, backends: dict | None = None) -> 
     write_parquet(experts, population)
     iterations = pd.DataFrame(state.iterations).drop(columns=["label_probabilities", "values"])
     write_parquet(iterations, state.root / "iterations.parquet")
-    score_columns = [c for c in (state.panel.columns.values() if state.panel else []) if c in best]
+    score_columns = [c for c in (panel.columns.values() if panel else []) if c in best]
     summary = {
         "run_dir": str(state.root), "task": state.task, "answer": best["text"],
         "expert_id": int(best["expert_id"]), "reward_label": best["reward_label"] or "not rated",
