@@ -144,7 +144,7 @@ def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "benchmarks" / "ask_bench.py"), "--quick", "--out", str(tmp_path)],
                    check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
     result = json.loads(next(tmp_path.glob("*-ask-quick.json")).read_text())

@@ -29,7 +29,7 @@ from evoforge.app.servers import (
     stop,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -328,7 +328,7 @@ def test_prefect_yaml_deployments_run_on_a_process_worker(stack):
     env = {**stack.env(), "MLFLOW_TRACKING_URI": stack.mlflow_url}
     bin_dir = Path(sys.executable).parent
     deployed = subprocess.run([sys.executable, "-m", "deployments.deploy"], env=env, capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1])
+                              cwd=Path(__file__).resolve().parents[2])
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     with api(stack) as client:
         nightly = client.get("/deployments/name/evolution_run/nightly").json()

@@ -15,7 +15,7 @@ from evoforge import STARTUP_TIMEOUT_ENV
 from evoforge.core.config import RunConfig
 from evoforge.app.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(generations=1, experts=2, batch_size=2, max_new_tokens=8, continue_tokens=0, seed=1)
 
 

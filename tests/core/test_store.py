@@ -12,20 +12,21 @@ def test_generations_merge_into_one_candidates_file(tmp_path):
     store = RunStore(tmp_path / "run")
     for g in range(3):
         experts = pd.DataFrame({"generation": [g, g], "expert_id": [0, 1], "value": [g, g]})
-        store.write_generation(g, frame(g, 4), frame(g, 2), experts)
+        store.write_generation(g, frame(g, 4), frame(g, 2), experts, {"qd_score": g / 2})
     path = store.merge_candidates(3)
     table = pq.read_table(path)
     assert table.num_rows == 12 and sorted(set(table.column("generation").to_pylist())) == [0, 1, 2]
     assert store.read_experts(2)["value"].tolist() == [2, 2]
     assert len(store.read_elites(1)) == 2
+    assert store.read_metrics(1) == {"qd_score": 0.5}  # what a resumed run logs to MLflow if a crash skipped it
 
 
 def test_redoing_a_generation_replaces_its_expert_rows(tmp_path):
     store = RunStore(tmp_path / "run")
     experts = pd.DataFrame({"generation": [0], "expert_id": [0], "value": [0.1]})
-    store.write_generation(0, frame(0, 1), frame(0, 1), experts)
-    store.write_generation(1, frame(1, 1), frame(1, 1), experts.assign(generation=1, value=0.2))
-    store.write_generation(1, frame(1, 1), frame(1, 1), experts.assign(generation=1, value=0.3))  # redone after a crash
+    store.write_generation(0, frame(0, 1), frame(0, 1), experts, {})
+    store.write_generation(1, frame(1, 1), frame(1, 1), experts.assign(generation=1, value=0.2), {})
+    store.write_generation(1, frame(1, 1), frame(1, 1), experts.assign(generation=1, value=0.3), {})  # redone
     history = pd.read_parquet(store.experts_path)
     assert history["generation"].tolist() == [0, 1] and history["value"].tolist() == [0.1, 0.3]
 
