@@ -21,7 +21,7 @@ from evoforge.steps.run_report import summary_markdown, top_elites
 from flows.finetune import evaluate, finetune
 from flows.links import prefect_run_tags
 from models.embedder import load_embedder
-from models.loading import load_backend
+from models.loading import backend_stats, load_backend
 from tasks.evolution import (
     check_elites_heldout,
     finish_run,
@@ -112,10 +112,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:
                 evaluate(state, tracker, tuned)
-        # Server backends' per-node counters (requests, errors, latency p50/p95, tokens; backend/<node>/...), summed
-        # over the run; in-process backends have none.
-        tracker.log_metrics({k: v for b in backends.values() if hasattr(b, "stats") for k, v in b.stats().items()},
-                            step=state.completed)
+        tracker.log_metrics(backend_stats(backends), step=state.completed)
         summary = finish_run(state, tracker)
     publish_summary(state, summary)
     logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])

@@ -19,7 +19,7 @@ from evoforge.steps import tournament
 from evoforge.core.config import TournamentConfig, flat_params
 from evoforge.core.tracking import Tracker
 from flows.links import prefect_run_tags
-from models.loading import load_backend
+from models.loading import backend_stats, load_backend
 from tasks.tournament import answer, finish_tournament, fit_judges, judge_answers, select_and_reward
 
 EXAMPLE = TournamentConfig(
@@ -79,6 +79,7 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
             if tournament.should_stop(config, iteration, state.total_reward):
                 break
         summary = finish_tournament(state, panel, backends)
+        tracker.log_metrics(backend_stats(backends), step=len(state.iterations))
         for name in ("answers.parquet", "experts.parquet", "iterations.parquet", "best_answer.md"):
             tracker.log_artifact(state.root / name, "tournament")
         tracker.finish("FINISHED")

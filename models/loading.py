@@ -33,3 +33,9 @@ def _server_backend(name: str) -> Backend:
     from models.openai_backend import OpenAIBackend
 
     return OpenAIBackend(name)
+
+
+def backend_stats(backends: dict[str, Backend]) -> dict[str, float]:
+    """Server backends' per-node counters (requests, errors, latency p50/p95, tokens: backend/<node>/...), summed
+    over their lifetime, for MLflow; in-process backends have none."""
+    return {k: v for b in backends.values() if hasattr(b, "stats") for k, v in b.stats().items()}
