@@ -357,13 +357,19 @@ def main() -> int:
         bench_end_to_end(args.quick)
     total = time.perf_counter() - started
     print(f"total {total:.0f} s")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = ("-quick" if args.quick else "") + ("-" + "-".join(sorted(chosen)) if args.only else "")
-    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}{suffix}.json"
-    path.write_text(json.dumps({"machine": machine, "seconds": total, "rows": ROWS}, indent=2, default=float))
-    print(f"wrote {path}")
+    write_results(args.out, machine, total, suffix)
     return 0
+
+
+def write_results(folder: str, machine: dict, seconds: float, suffix: str) -> Path:
+    """The rows measured so far as `<date>-<host><suffix>.json` in `folder`."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}{suffix}.json"
+    path.write_text(json.dumps({"machine": machine, "seconds": seconds, "rows": ROWS}, indent=2, default=float))
+    print(f"wrote {path}")
+    return path
 
 
 if __name__ == "__main__":

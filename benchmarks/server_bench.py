@@ -8,18 +8,16 @@ The cores are shared fairly: one node gets every thread, two nodes half each. Wr
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from benchmarks.bench import ROWS, expert_prompts, record, timed  # noqa: E402
+from benchmarks.bench import expert_prompts, record, timed, write_results  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from evoforge.core.config import JudgeConfig  # noqa: E402
 from evoforge.core.domain import load_domain  # noqa: E402
@@ -74,11 +72,7 @@ def main() -> int:
         for server in servers:
             server.stop()
     total = time.perf_counter() - started
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-server{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps({"machine": machine, "seconds": total, "rows": ROWS}, indent=2, default=float))
-    print(f"wrote {path}")
+    write_results(args.out, machine, total, "-server" + ("-quick" if args.quick else ""))
     return 0
 
 
