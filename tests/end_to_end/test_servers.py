@@ -72,37 +72,39 @@ def api(stack: Stack) -> httpx.Client:
     return prefect_client(stack.prefect_url)
 
 
-def deployment_id(stack: Stack, flow: str, name: str, wait: float = 300) -> str:
+def poll_api(stack: Stack, ask, wait: float, every: float, what: str):
+    """`ask(client)` every `every` seconds until it returns something, for at most `wait` seconds."""
     deadline = time.monotonic() + wait
     with api(stack) as client:
         while time.monotonic() < deadline:
-            found = client.get(f"/deployments/name/{flow}/{name}")
-            if found.status_code == 200:
-                return found.json()["id"]
-            time.sleep(1)
-    raise AssertionError(f"deployment {flow}/{name} never appeared")
+            if (found := ask(client)) is not None:
+                return found
+            time.sleep(every)
+    raise AssertionError(f"{what} within {wait} s")
+
+
+def deployment_id(stack: Stack, flow: str, name: str, wait: float = 300) -> str:
+    def found(client):
+        response = client.get(f"/deployments/name/{flow}/{name}")
+        return response.json()["id"] if response.status_code == 200 else None
+
+    return poll_api(stack, found, wait, 1, f"deployment {flow}/{name} never appeared")
 
 
 def flow_run_named(stack: Stack, name: str, wait: float = 300) -> str:
-    deadline = time.monotonic() + wait
-    with api(stack) as client:
-        while time.monotonic() < deadline:
-            found = client.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
-            if found:
-                return found[0]["id"]
-            time.sleep(2)
-    raise AssertionError(f"no flow run named {name} within {wait} s")
+    def found(client):
+        runs = client.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
+        return runs[0]["id"] if runs else None
+
+    return poll_api(stack, found, wait, 2, f"no flow run named {name}")
 
 
 def wait_for_state(stack: Stack, flow_run_id: str, wait: float = 600) -> dict:
-    deadline = time.monotonic() + wait
-    with api(stack) as client:
-        while time.monotonic() < deadline:
-            run = client.get(f"/flow_runs/{flow_run_id}").json()
-            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                return run
-            time.sleep(2)
-    raise AssertionError(f"flow run {flow_run_id} did not finish within {wait} s")
+    def finished(client):
+        run = client.get(f"/flow_runs/{flow_run_id}").json()
+        return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    return poll_api(stack, finished, wait, 2, f"flow run {flow_run_id} did not finish")
 
 
 def mlflow_run_for(stack: Stack, flow_run_id: str) -> dict:
