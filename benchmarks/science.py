@@ -33,7 +33,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # Importing evoforge first turns telemetry off and gives Prefect's temporary server minutes to start.
 from evoforge.judges.panel import bin_agreement, heldout_bins  # noqa: E402
 
-METHODS = ["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot"]
+METHODS = ["splice", "lmx", "zero_shot", "fixed_few_shot"]
 BASELINE = "zero_shot"
 METRICS = ["qd_score", "coverage", "mean_quality", "max_quality", "candidate_mean_quality", "elite_diversity",
            "heldout_agreement", "heldout_same_cell", "wall_s", "qd_per_hour"]
@@ -177,12 +177,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny variant that checks the benchmark works (minutes)")
     p.add_argument("--domains", nargs="+", default=None, help="default: opinions stories jaws (quick: jaws)")
-    p.add_argument("--methods", nargs="+", default=None, choices=["target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot", "niche"],
-                   help=f"default: {' '.join(METHODS)} (quick: target zero_shot)")
+    p.add_argument("--methods", nargs="+", default=None, choices=["splice", "target", "target_zero_shot", "lmx", "zero_shot", "fixed_few_shot", "niche"],
+                   help=f"default: {' '.join(METHODS)} (quick: splice zero_shot)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (quick: 0 1)")
     p.add_argument("--generations", type=int, default=None, help="default 8 (quick 2)")
     p.add_argument("--batch-size", type=int, default=None, help="default 16 (quick 4)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 48 (quick 16)")
+    p.add_argument("--weak-references", type=int, default=0,
+                   help="texts the generator writes per pole to calibrate judges on domains without references")
     p.add_argument("--tag", default="", help="suffix of the results files' name (e.g. '-part2')")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's own). On a machine whose cores other jobs also use, 1 is "
@@ -195,7 +197,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     quick = args.quick
     args.domains = args.domains or (["jaws"] if quick else ["opinions", "stories", "jaws"])
-    args.methods = args.methods or (["target", "zero_shot"] if quick else METHODS)
+    args.methods = args.methods or (["splice", "zero_shot"] if quick else METHODS)
     args.seeds = args.seeds if args.seeds is not None else ([0, 1] if quick else [0, 1, 2])
     args.generations = args.generations or (2 if quick else 8)
     args.batch_size = args.batch_size or (4 if quick else 16)
@@ -233,6 +235,7 @@ def main(argv=None) -> dict:
     from evoforge.core.config import RunConfig
     from evoforge.core.domain import load_domain
     from evoforge.judges.panel import fit_heldout_panel
+    from evoforge.steps.evolution import run_references
     from models.embedder import load_embedder
     from models.loading import load_backend
 
@@ -245,7 +248,8 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     backends = {"smollm2": load_backend("smollm2", "auto")}  # the flow's own load_backend call returns this copy
     embedder = load_embedder()
-    budget = dict(generations=args.generations, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    budget = dict(generations=args.generations, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                  weak_references=args.weak_references)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -256,12 +260,14 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for domain_name in args.domains:
             domain = load_domain(domain_name)
-            if domain.name not in heldout_panels:
-                heldout_panels[domain.name] = fit_heldout_panel(backends, domain)
             for method in args.methods:
                 config = RunConfig(domain=domain_name, search=method, seed=seed, out=str(out),
                                    run_name=f"{domain.name}-{method}-s{seed}-{stamp}", experiment="evoforge-science",
                                    heldout_judge=False, **budget)  # checked once at the end, below
+                if domain.name not in heldout_panels:  # calibrated on the same references as the runs' judges
+                    references = run_references(config, domain, backends)
+                    heldout_panels[domain.name] = fit_heldout_panel(backends, domain, references.texts,
+                                                                    references.auto_calibration)
                 record = run_one(config, heldout_panels[domain.name], backends, embedder)
                 records.append(record)
                 print(f"{domain.name:9s} {method:15s} seed {seed}: QD {record['qd_score']:.2f}, coverage "

@@ -36,7 +36,8 @@ def fit_judges(state: steps.RunState, backends: Backends, tracker) -> Panel:
 @task(name="fit-heldout-judge", cache_policy=NO_CACHE)
 def fit_heldout_judge(state: steps.RunState, backends: Backends) -> Panel:
     """The held-out judge that checks the elites each generation (never used for selection)."""
-    return fit_heldout_panel(backends, state.domain)
+    references = steps.run_references(state.config, state.domain, backends)
+    return fit_heldout_panel(backends, state.domain, references.texts, references.auto_calibration)
 
 
 @task(name="check-elites-heldout", cache_policy=NO_CACHE)

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jd = commands.add_parser("judges", help="measure the judges on a domain's reference labels")
     jd.add_argument("--domain", default="opinions")
-    jd.add_argument("--calibration", choices=["auto", "none", "contextual", "platt", "isotonic"], default="none")
+    jd.add_argument("--calibration", choices=["auto", "none", "contextual", "platt", "isotonic", "anchors"], default="none")
     jd.add_argument("--kind", choices=["logprob", "generative", "label"], default="logprob")
     jd.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     jd.add_argument("--device", default="auto", help="where the judges compute: auto, cpu, cuda, cuda:N")

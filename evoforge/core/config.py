@@ -78,11 +78,12 @@ class JudgeConfig(_Config):
         description="'logprob': P(first label) from answer-token log-probabilities; 'generative': a 3-digit score "
         "the judge writes (parsed strictly, retried, NaN if never valid); 'label': the more likely label as 1 or 0",
     )
-    calibration: Literal["auto", "none", "contextual", "platt", "isotonic"] = Field(
+    calibration: Literal["auto", "none", "contextual", "platt", "isotonic", "anchors"] = Field(
         "auto",
         description="Map raw scores before combining: 'contextual' divides out a content-free input's score; "
-        "'platt' / 'isotonic' are fitted on the domain's reference labels; 'auto': platt where the domain has "
-        "reference labels for the question, else none",
+        "'platt' / 'isotonic' are fitted on the domain's reference labels; 'anchors' sends the median labelled "
+        "text of each side to 0.05 / 0.95 (for weak labels); 'auto': platt where the domain has reference labels "
+        "for the question, anchors where the run wrote weak references (weak_references), else none",
     )
 
 
@@ -177,6 +178,11 @@ class RunConfig(_Config):
         True, description="Score the domain's reference labels first: per-judge accuracy and AUC are logged, and "
         "calibration (platt, isotonic) and combine (weighted, bma, stacking) are fitted on them",
     )
+    weak_references: int = Field(
+        0, ge=0, le=64, description="For a domain without reference labels: texts the generator writes at each pole "
+        "of each axis ('... very positive', '... very negative'), labelled by the pole, on which the axis judges are "
+        "calibrated (calibration: auto -> anchors) so their scores spread over the grid; 0: the judges stay raw"
+    )
     heldout_judge: bool = Field(
         True, description="Check the elites every generation with a held-out judge (another phrasing and prompt "
         "format, never used for selection): metrics heldout/same_cell and heldout/agreement"
@@ -197,11 +203,13 @@ class RunConfig(_Config):
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
-    search: Literal["lmx", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche"] = Field(
+    search: Literal["lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche"] = Field(
         "lmx",
         description="'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
         "a frontier or extreme cell, with the nearest elites as examples and the niche named in the prompt); "
-        "'target_zero_shot': the same targets named in a prompt without examples; "
+        "'target_zero_shot': the same targets named in a prompt without examples; 'splice': targets as in "
+        "'target'; half the candidates start with the opening sentences of the elite nearest their target (the "
+        "parent) for the model to continue, half are new texts aimed at it; "
         "'fixed_few_shot' / 'zero_shot': the QDAIF baselines; 'niche': a chat prompt asking for a random niche "
         "(for tuned models)",
     )

@@ -24,7 +24,12 @@ def ends_sentence(text: str) -> bool:
     return bool(_FINAL_SENTENCE_END.search(text.rstrip()))
 
 
+def sentence_ends(text: str) -> list[int]:
+    """The offsets just after each sentence's final mark (and closing quotes or brackets)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text)]
+
+
 def trim_to_last_sentence(text: str) -> str:
     """Drop an unfinished trailing sentence, if at least one sentence is complete."""
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    ends = sentence_ends(text)
     return text[: ends[-1]].strip() if ends else text.strip()

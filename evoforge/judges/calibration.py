@@ -6,6 +6,12 @@ monotone map fitted on reference labels fixes much of it. Methods:
   labels, only the judge's score for e.g. "N/A".
 - `platt`: logistic regression on the log-odds, fitted on reference labels.
 - `isotonic`: a monotone step function fitted on reference labels.
+- `anchors`: a linear map of the log-odds that sends the median score of the texts labelled 1 to P = 0.95 and of
+  those labelled 0 to 0.05. Meant for weak labels (texts written to be "very positive" / "very negative", see
+  `evoforge.judges.weak_labels`): Platt scaling on such noisy labels fits a shallow slope that squeezes the scores
+  into the middle, while the anchors say what the ends of the axis look like. 0.95 is where the niches' words
+  say "very" (`evoforge.core.niches`), which is what the texts were asked to be. A judge whose median text labelled
+  1 scores no higher than its median text labelled 0 cannot place them, and is left raw.
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +21,8 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-CalibrationMethod = Literal["none", "contextual", "platt", "isotonic"]
+CalibrationMethod = Literal["none", "contextual", "platt", "isotonic", "anchors"]
+ANCHOR = 0.95  # the calibrated P of a median text labelled 1 (and 1 - ANCHOR for one labelled 0)
 CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "")
 EPS = 1e-6
 
@@ -39,6 +46,7 @@ class Calibrator:
     method: CalibrationMethod = "none"
     content_free: float | None = None  # contextual: the judge's P(first label) on content-free inputs
     model: object = field(default=None, repr=False)  # platt / isotonic: the fitted sklearn model
+    anchors: tuple[float, float] | None = None  # anchors: the median log-odds of the texts labelled 0 and 1
 
     def __call__(self, scores) -> np.ndarray:
         scores = np.asarray(scores, dtype=float)
@@ -54,6 +62,10 @@ class Calibrator:
             out[ok] = self.model.predict_proba(logit(p).reshape(-1, 1))[:, 1]
         elif self.method == "isotonic":
             out[ok] = self.model.predict(p)
+        elif self.method == "anchors":
+            low, high = self.anchors
+            z = logit(ANCHOR) * (2 * logit(p) - low - high) / (high - low)
+            out[ok] = 1.0 / (1.0 + np.exp(-z))
         return out
 
 
@@ -76,6 +88,12 @@ def fit_calibrator(method: CalibrationMethod, scores=None, labels=None, content_
         model = LogisticRegression(C=1.0).fit(logit(scores[ok]).reshape(-1, 1), labels[ok])
     elif method == "isotonic":
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores[ok], labels[ok])
+    elif method == "anchors":
+        low, high = (float(np.median(logit(scores[ok & (labels == y)]))) for y in (0, 1))
+        if high <= low:  # the judge cannot place the two sides (or a small fold of them): leave it raw
+            return Calibrator()
+        return Calibrator(method, anchors=(low, high))
     else:
-        raise ValueError(f"calibration: unknown method {method!r}; expected none, contextual, platt or isotonic")
+        raise ValueError(f"calibration: unknown method {method!r}; expected none, contextual, platt, isotonic or "
+                         "anchors")
     return Calibrator(method, model=model)

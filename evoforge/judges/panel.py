@@ -151,17 +151,21 @@ class Panel:
         return pd.DataFrame(out, index=raw.index)
 
 
+FITTED_CALIBRATIONS = ("platt", "isotonic", "anchors")  # fitted on labelled texts
+
+
 def needs_references(judges: list[JudgeConfig], combine: str) -> bool:
-    return combine in NEEDS_REFERENCES or any(j.calibration in ("platt", "isotonic") for j in judges)
+    return combine in NEEDS_REFERENCES or any(j.calibration in FITTED_CALIBRATIONS for j in judges)
 
 
 def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Question], combine: str = "mean",
               references: pd.DataFrame | None = None, columns: dict[str, str] | None = None,
-              guard: bool = True) -> Panel:
+              guard: bool = True, auto_calibration: str = "platt") -> Panel:
     """Score the content-free inputs (for contextual calibration) and the reference texts, fit each question's
-    rule, and measure every judge and every combination method on the references."""
+    rule, and measure every judge and every combination method on the references. `auto_calibration`: what
+    calibration 'auto' means where a question has labels ('anchors' for weak references)."""
     if references is None and needs_references(judges, combine):
-        wants = [f"judge {j.name}: calibration={j.calibration}" for j in judges if j.calibration in ("platt", "isotonic")]
+        wants = [f"judge {j.name}: calibration={j.calibration}" for j in judges if j.calibration in FITTED_CALIBRATIONS]
         wants += [f"combine={combine}"] if combine in NEEDS_REFERENCES else []
         raise ValueError(f"{', '.join(wants)} needs reference labels: give the domain a `references:` file and keep "
                          "judge_references on, or choose calibration none/contextual and combine mean/weighted/vote")
@@ -177,8 +181,8 @@ def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Qu
         has_labels = references is not None and q in references and references[q].notna().any()
         labels = references[q].to_numpy(dtype=float) if has_labels else None
         raw = raw_refs[[f"judge_{j.name}_{q}" for j in judges]].to_numpy() if has_labels else None
-        # 'auto' is Platt scaling where this question has reference labels, else the raw scores.
-        calibrations = [("platt" if has_labels else "none") if j.calibration == "auto" else j.calibration
+        # 'auto' is Platt scaling (anchors for weak labels) where this question has labels, else the raw scores.
+        calibrations = [(auto_calibration if has_labels else "none") if j.calibration == "auto" else j.calibration
                         for j in judges]
         rules[q] = fit_rule(raw, labels, calibrations, content_free[q], combine)
         if has_labels:
@@ -292,10 +296,12 @@ def generative_scores(backend, judge: JudgeConfig, question: Question, texts: li
 HELD_OUT_JUDGE = JudgeConfig(name="heldout", format="instruct", phrasing=2)
 
 
-def fit_heldout_panel(backends: dict, domain: Domain) -> Panel:
-    """The held-out judge as a one-judge panel, calibrated like the run's judges (on the references, where any)."""
-    return fit_panel(backends, [HELD_OUT_JUDGE], questions(domain), "mean", domain.load_references(),
-                     domain_columns(domain), guard=False)
+def fit_heldout_panel(backends: dict, domain: Domain, references: pd.DataFrame | None,
+                      auto_calibration: str = "platt") -> Panel:
+    """The held-out judge as a one-judge panel, calibrated like the run's judges (on the run's references, where
+    any)."""
+    return fit_panel(backends, [HELD_OUT_JUDGE], questions(domain), "mean", references, domain_columns(domain),
+                     guard=False, auto_calibration=auto_calibration)
 
 
 def heldout_bins(panel: Panel, backends: dict, bin_index, axis_names: list[str], texts: list[str]) -> np.ndarray:

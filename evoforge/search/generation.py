@@ -11,7 +11,7 @@ from evoforge.core.experts import Expert
 from evoforge.core.niches import niche_prompt, niche_wish, random_niche
 from evoforge.core.mutation import mutate
 from evoforge.core.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
-from evoforge.search.targeting import labelled_prompt, target_genotype
+from evoforge.search.targeting import SPLICE_EXPLORATION, labelled_prompt, splice_plan, target_genotype
 
 MIN_TEXT_CHARS = 12  # shorter outputs ("I'm.", "") are recorded but not judged
 
@@ -25,6 +25,7 @@ class Plan:
     genotype: list[str]
     prompt: str
     chat: bool = False  # the prompt is a user message for the backend's chat template (niche search)
+    opening: str = ""  # splice: the parent's opening words, ending the prompt and starting the candidate's text
 
 
 def plan_candidates(
@@ -44,7 +45,9 @@ def plan_candidates(
     no examples; 'niche' asks, in the chat format, for a random niche of the grid (what a tuned model learnt);
     'target' aims each candidate at one cell, with the elites nearest to it as named examples (see
     `evoforge.search.targeting`); 'target_zero_shot' aims at a cell the same way but with no examples, only the niche
-    named on the open line.
+    named on the open line; 'splice' aims at a cell the same way and starts the candidate with the opening
+    sentences of the elite nearest to it, which the model continues; half its candidates (all while the archive
+    is empty) are new texts aimed at their target as 'target_zero_shot' writes them (`SPLICE_EXPLORATION`).
     """
     plans = []
     g = domain.generator
@@ -60,6 +63,15 @@ def plan_candidates(
                 wish = niche_wish(domain, list(target))
                 prompt = labelled_prompt(expert.system_prompt, g.template, examples, wish, g.separator)
                 plans.append(Plan(expert, search, [text for text, _ in examples], prompt))
+                continue
+            if search == "splice":
+                target, start = splice_plan(domain, elites, rng)
+                prompt = labelled_prompt(expert.system_prompt, g.template, [], niche_wish(domain, list(target)),
+                                         g.separator)
+                if not start or rng.random() < SPLICE_EXPLORATION:  # a new text aimed at the target
+                    plans.append(Plan(expert, "target_zero_shot", [], prompt))
+                else:
+                    plans.append(Plan(expert, "splice", [], prompt + start, opening=start))
                 continue
             if search == "lmx":
                 mutation, genotype = mutate(expert.genotype, pool, elites, domain.axis_names, near_probability, rng)
@@ -82,7 +94,7 @@ def complete(backend, prompts: list[str], settings: list, continue_tokens: int, 
     unfinished = [i for i, t in enumerate(texts) if t and not ends_sentence(t) and continue_tokens > 0]
     if unfinished:
         more = backend.generate(
-            [prompts[i] + texts[i] for i in unfinished],
+            [prompts[i] + ("" if prompts[i][-1:].isspace() else " ") + texts[i] for i in unfinished],
             [replace(settings[i], max_new_tokens=continue_tokens) for i in unfinished],
             stop=stop, seed=seed + 1, desc="continue",
         )
@@ -90,6 +102,16 @@ def complete(backend, prompts: list[str], settings: list, continue_tokens: int, 
             texts[i], tokens[i] = cut(texts[i] + out.text), tokens[i] + out.new_tokens
     unfinished = set(unfinished)
     return [(t, n, i in unfinished) for i, (t, n) in enumerate(zip(texts, tokens))]
+
+
+def join_opening(opening: str, text: str) -> str:
+    """A spliced candidate's whole text: the parent's opening (which ends on a whole word), then what the model
+    wrote after it, with a space between unless the model's text starts with punctuation."""
+    if not opening:
+        return text
+    if not text:
+        return opening
+    return opening + ("" if text[0] in ".,;:!?'\")" else " ") + text
 
 
 def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue_tokens: int, seed: int) -> pd.DataFrame:
@@ -106,7 +128,7 @@ def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue
         prompts = [backend.chat_prompt(plans[i].prompt) if plans[i].chat else plans[i].prompt for i in rows]
         done = complete(backend, prompts, [plans[i].expert.sampling for i in rows], continue_tokens, seed, separator)
         for i, (text, n, more) in zip(rows, done):
-            texts[i], tokens[i], continued[i] = text, n, more
+            texts[i], tokens[i], continued[i] = join_opening(plans[i].opening, text), n, more
     texts = [trim_to_last_sentence(t) for t in texts]
     return pd.DataFrame(
         {

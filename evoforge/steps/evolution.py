@@ -23,6 +23,7 @@ from evoforge.core.experts import Expert, exploration_rate, pick_experts, random
 from evoforge.core.store import RunStore, write_parquet
 from evoforge.core.tracking import Tracker
 from evoforge.judges.panel import Panel, domain_columns, fit_panel, questions
+from evoforge.judges.weak_labels import pole_references
 from evoforge.search.generation import plan_candidates, write_candidates
 from models.backend import Backend
 
@@ -189,20 +190,52 @@ def generate_step(state: RunState, generation: int, backends: dict[str, Backend]
 _PANELS: dict[tuple, tuple[Panel, list]] = {}
 
 
+@dataclass(frozen=True)
+class References:
+    """The labelled texts a run's judges (and its held-out judge) are calibrated on, and what calibration 'auto'
+    means on them: Platt scaling on a domain's own references, anchors on weak ones."""
+
+    texts: pd.DataFrame | None
+    auto_calibration: str = "platt"
+
+
+def run_references(config: RunConfig, domain: Domain, backends: dict[str, Backend]) -> References:
+    """The domain's references, or, for a domain without any and `weak_references` > 0, texts the generator
+    writes at each axis's poles (`evoforge.judges.weak_labels`; written once per process, domain and models, with
+    a fixed seed, so every run of a benchmark is calibrated on the same texts)."""
+    if not config.judge_references:
+        return References(None)
+    references = domain.load_references()
+    if references is not None or config.weak_references == 0:
+        return References(references)
+    generator = backends[config.generator_models[0]]
+    key = (domain.model_dump_json(), config.weak_references, config.max_new_tokens, id(generator))
+    if key not in _WEAK_REFERENCES:
+        _WEAK_REFERENCES[key] = (pole_references(generator, domain, config.weak_references, config.max_new_tokens),
+                                 generator)
+    return References(_WEAK_REFERENCES[key][0], "anchors")
+
+
+# Weak references written in this process, with the generator that wrote them (kept alive, so its id stays unique).
+_WEAK_REFERENCES: dict[tuple, tuple[pd.DataFrame, Backend]] = {}
+
+
 def make_panel(config: RunConfig, domain: Domain, backends: dict[str, Backend]) -> Panel:
-    """The run's judge panel, with calibration and combination fitted on the domain's reference labels.
+    """The run's judge panel, with calibration and combination fitted on the run's references (`run_references`).
 
     Fitting is deterministic (the same models score the same references), so runs in one process that share the
     judges, the domain and the loaded models (a benchmark's many runs) share one fitted panel instead of scoring
     the references again each time; a changed reference file is a different key."""
-    references = domain.load_references() if config.judge_references else None
+    references = run_references(config, domain, backends)
+    texts = references.texts
     key = (
         json.dumps([j.model_dump() for j in config.judges], sort_keys=True), config.combine,
-        domain.model_dump_json(), None if references is None else pd.util.hash_pandas_object(references).sum(),
-        tuple(sorted((j.model, id(backends[j.model])) for j in config.judges)),
+        domain.model_dump_json(), None if texts is None else pd.util.hash_pandas_object(texts).sum(),
+        references.auto_calibration, tuple(sorted((j.model, id(backends[j.model])) for j in config.judges)),
     )
     if key not in _PANELS:
-        panel = fit_panel(backends, config.judges, questions(domain), config.combine, references, domain_columns(domain))
+        panel = fit_panel(backends, config.judges, questions(domain), config.combine, texts, domain_columns(domain),
+                          auto_calibration=references.auto_calibration)
         _PANELS[key] = (panel, [backends[j.model] for j in config.judges])
     return replace(_PANELS[key][0], guard=config.judge_guards)  # the fitted rules are shared, the switch is the run's
 

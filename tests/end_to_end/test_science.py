@@ -1,6 +1,6 @@
-"""The science benchmark end to end at a tiny budget: the improved search (`target`) and random search through the
-real `evolution_run` flow (real Prefect server, MLflow store, models, Parquet), then the summary, held-out judge
-check, plot and results file."""
+"""The science benchmark end to end at a tiny budget: the improved search (`splice`) and random search through the
+real `evolution_run` flow (real Prefect server, MLflow store, models, Parquet) on a domain without references,
+calibrated on weak references; then the summary, held-out judge check, plot and results file."""
 
 import json
 import sys
@@ -13,29 +13,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
 @pytest.mark.slow
-def test_science_benchmark_runs_target_search_through_the_flow(prefect_server, backend, tmp_path):
+def test_science_benchmark_runs_splice_search_through_the_flow(prefect_server, backend, tmp_path):
     import science
 
-    payload = science.main(["--quick", "--domains", "jaws", "--methods", "target", "zero_shot", "--seeds", "0",
-                            "--generations", "2", "--batch-size", "3", "--max-new-tokens", "12",
-                            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
-    assert payload["complete"] and payload["budget"]["candidates"] == 6
+    payload = science.main(["--quick", "--domains", "jaws", "--methods", "splice", "zero_shot", "--seeds", "0",
+                            "--generations", "3", "--batch-size", "4", "--max-new-tokens", "12",
+                            "--weak-references", "2", "--out", str(tmp_path / "runs"),
+                            "--results", str(tmp_path / "results")])
+    assert payload["complete"] and payload["budget"]["candidates"] == 12
     runs = pd.DataFrame(payload["runs"])
-    assert sorted(runs["method"]) == ["target", "zero_shot"] and (runs["candidates"] == 6).all()
+    assert sorted(runs["method"]) == ["splice", "zero_shot"] and (runs["candidates"] == 12).all()
     assert runs["heldout_agreement"].between(0, 1).all() and (runs["heldout_same_cell"] <= runs["heldout_agreement"]).all()
-    assert all(len(curve) == 2 and curve[0] <= curve[1] for curve in runs["qd_curve"])  # QD never falls
+    assert all(len(curve) == 3 and curve[0] <= curve[1] <= curve[2] for curve in runs["qd_curve"])  # QD never falls
 
-    target = pd.read_parquet(Path(runs.set_index("method").loc["target", "run_dir"]) / "candidates.parquet")
-    assert set(target["mutation"]) == {"target"}
-    assert target.loc[target["generation"] == 1, "genotype"].map(len).eq(3).all()
+    run_dirs = runs.set_index("method")["run_dir"]
+    splice = pd.read_parquet(Path(run_dirs["splice"]) / "candidates.parquet")
+    assert set(splice.loc[splice["generation"] == 0, "mutation"]) == {"target_zero_shot"}  # nothing to splice yet
+    spliced = splice[splice["mutation"] == "splice"]
+    assert len(spliced) and spliced["generation"].min() >= 1
+    for text, generation in zip(spliced["text"], spliced["generation"]):  # it starts with an earlier text's words
+        earlier = splice.loc[splice["generation"] < generation, "text"]
+        assert any(text.startswith(e.split()[0] + " ") or text.startswith(e.split(".")[0] + ".") for e in earlier)
+    # Both runs' judges were calibrated on the same weak references: anchors, fitted on texts written at the poles.
+    for run_dir in run_dirs:
+        report = pd.read_parquet(Path(run_dir) / "judges.parquet")
+        assert set(report.loc[report["kind"] == "logprob", "calibration"]) == {"anchors"}
 
     summary = pd.DataFrame(payload["summary"]).set_index("method")
     assert summary.loc["zero_shot", "qd_score_ratio"] == pytest.approx(1.0)
-    assert summary.loc["target", "qd_score_ratio"] == pytest.approx(
-        summary.loc["target", "qd_score"] / summary.loc["zero_shot", "qd_score"])
+    assert summary.loc["splice", "qd_score_ratio"] == pytest.approx(
+        summary.loc["splice", "qd_score"] / summary.loc["zero_shot", "qd_score"])
     results = sorted((tmp_path / "results").glob("*-science-quick.*"))
     assert [p.suffix for p in results] == [".json", ".png"]
     assert json.loads(results[0].read_text())["table"].count("| jaws |") == 2
+    assert payload["budget"]["weak_references"] == 2
 
 
 def test_ratio_interval_and_t_interval_on_known_numbers():

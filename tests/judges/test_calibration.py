@@ -46,3 +46,26 @@ def test_accuracy_counts_failures_as_wrong_and_auc_skips_them():
     scores, labels = np.array([0.9, 0.2, np.nan, 0.7]), np.array([1.0, 0.0, 1.0, 0.0])
     assert accuracy(scores, labels) == pytest.approx(0.5)
     assert auc(scores, labels) == pytest.approx(1.0)
+
+
+def test_anchors_send_each_side_s_median_text_to_the_very_bins_and_spread_where_platt_squeezes():
+    # Weak labels: a judge whose scores stay in 0.35-0.75, and a quarter of each side's labels wrong (texts the
+    # generator was asked to write at a pole but did not).
+    rng = np.random.default_rng(0)
+    y = np.repeat([1.0, 0.0], 100)
+    raw = np.clip(np.where(y == 1, 0.62, 0.48) + rng.normal(0, 0.06, 200), 0.35, 0.75)
+    noisy = np.where(rng.random(200) < 0.25, 1 - y, y)
+    anchors = fit_calibrator("anchors", raw, noisy)
+    for side, target in ((1.0, 0.95), (0.0, 0.05)):
+        assert anchors(np.array([np.median(raw[noisy == side])]))[0] == pytest.approx(target, abs=1e-3)
+    calibrated = anchors(raw)
+    assert np.all(np.diff(calibrated[np.argsort(raw)]) >= 0)  # monotone: the ranking (and AUC) is the judge's
+    platt = fit_calibrator("platt", raw, noisy)(raw)
+    assert np.ptp(calibrated) > 0.9 and np.ptp(platt) < 0.8  # the anchors spread what noisy Platt squeezes
+    assert np.isnan(anchors(np.array([np.nan]))[0])
+
+
+def test_anchors_leave_a_judge_that_cannot_tell_the_sides_apart_raw():
+    scores = np.array([0.6, 0.7, 0.4, 0.5])
+    same = fit_calibrator("anchors", scores, np.array([0.0, 0.0, 1.0, 1.0]))  # the 1s score lower than the 0s
+    assert same.method == "none" and np.allclose(same(scores), scores)

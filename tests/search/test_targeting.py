@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evoforge.search.generation import plan_candidates
+from evoforge.search.generation import join_opening, plan_candidates
 from evoforge.core.experts import Expert
 from models.backend import SamplingSettings
 from evoforge.search.targeting import (
@@ -13,7 +13,9 @@ from evoforge.search.targeting import (
     labelled_prompt,
     nearest_elites,
     niche_template,
+    opening,
     pick_target,
+    splice_plan,
     target_genotype,
     target_weights,
 )
@@ -128,3 +130,59 @@ def test_target_zero_shot_names_the_target_without_examples(opinions):
         # An empty archive: only the two extremes are aimed at.
         assert plan.prompt in (f"Opinions.\n\n{template}, one whose sentiment is very negative:\n",
                                f"Opinions.\n\n{template}, one whose sentiment is very positive:\n")
+
+
+def test_an_opening_keeps_whole_first_sentences_and_never_the_whole_text():
+    rng = np.random.default_rng(0)
+    text = "I hate peas. They taste like mud! Never again. Ever."
+    assert {opening(text, rng) for _ in range(100)} == {
+        "I hate peas.", "I hate peas. They taste like mud!", "I hate peas. They taste like mud! Never again."}
+
+
+def test_a_one_sentence_parent_keeps_a_third_to_two_thirds_of_its_words():
+    rng = np.random.default_rng(0)
+    text = " ".join(f"w{i}" for i in range(12)) + "."
+    openings = {opening(text, rng) for _ in range(200)}
+    assert {len(o.split()) for o in openings} == {4, 5, 6, 7, 8}  # 12 words: 4..8 kept, every share drawn
+    assert all(text.startswith(o + " ") for o in openings)
+    assert opening("Too short", rng) == ""
+
+
+def test_join_opening_puts_a_space_between_words_but_not_before_punctuation():
+    assert join_opening("I love", "carrots.") == "I love carrots."
+    assert join_opening("I love carrots", ", really.") == "I love carrots, really."
+    assert join_opening("", "A text.") == "A text." and join_opening("I love", "") == "I love"
+
+
+def test_splice_starts_from_the_elite_nearest_the_target(opinions):
+    rng = np.random.default_rng(3)
+    elites = pd.DataFrame({"cid": [1, 2, 3], "text": ["Peas are awful. I hate them.", "Fine food. It is ok.",
+                                                      "Peas are great. I love them."],
+                           "quality": [0.9] * 3, "bin_sentiment": [2, 10, 17], "measure_sentiment": [0.012, 0.6, 0.985]})
+    for _ in range(30):
+        target, start = splice_plan(opinions, elites, rng)
+        nearest = "Peas are awful." if target[0] < 6 else ("Peas are great." if target[0] > 13 else None)
+        if nearest:  # aimed beyond an extreme elite: that elite is the parent
+            assert start == nearest
+    assert splice_plan(opinions, elites.iloc[:0], rng)[1] == ""
+
+
+def test_splice_search_splices_half_its_batch_and_aims_the_rest_at_their_targets_without_an_opening(opinions):
+    rng = np.random.default_rng(4)
+    expert = Expert(0, "smollm2", SamplingSettings(), "Opinions.", ["a", "b", "c"])
+    empty = elites_1d([]).rename(columns={"bin_s": "bin_sentiment", "measure_s": "measure_sentiment"})
+    first = plan_candidates([expert], [0], 4, opinions, ["a", "b", "c"], empty, 0.5, rng, search="splice")
+    template = opinions.generator.template.rstrip(":")
+    for plan in first:  # nothing to splice yet: new texts aimed at the extremes, as target_zero_shot writes them
+        assert plan.mutation == "target_zero_shot" and plan.opening == "" and plan.prompt in (
+            f"Opinions.\n\n{template}, one whose sentiment is very negative:\n",
+            f"Opinions.\n\n{template}, one whose sentiment is very positive:\n")
+    elites = pd.DataFrame({"cid": [1], "text": ["I never eat vegetables. They taste bitter to me."],
+                           "quality": [0.9], "bin_sentiment": [3], "measure_sentiment": [0.02]})
+    later = plan_candidates([expert], [0], 200, opinions, ["a", "b", "c"], elites, 0.5, rng, search="splice")
+    spliced = [p for p in later if p.mutation == "splice"]
+    assert 70 < len(spliced) < 130 and {p.mutation for p in later} == {"splice", "target_zero_shot"}
+    for plan in spliced:
+        assert plan.opening == "I never eat vegetables." and plan.genotype == []
+        assert plan.prompt.endswith(", one whose sentiment is " + plan.prompt.split(", one whose sentiment is ")[-1])
+        assert plan.prompt.endswith(":\n" + plan.opening)
