@@ -421,7 +421,7 @@ def main() -> int:
               flush=True)
 
     # Open-ended: the held-out judge compares each method's kept answer with the other answers.
-    started = time.perf_counter()
+    judging = time.perf_counter()
     opens_c = with_consensus(opens, similarity, best_kind, thresholds[best_kind])
     open_rows = []
     methods = [m for m in ("judges", "consensus", "verifier", "stacked")
@@ -433,7 +433,7 @@ def main() -> int:
         per_seed = pd.Series(wins.loc[picks[method]].to_numpy(), index=opens_c.loc[picks[method], "seed"])
         open_rows.append({"method": method, **interval(per_seed.groupby(level=0).mean())})
     results["open_ended"] = open_rows
-    results["held_out_judge_s"] = time.perf_counter() - started
+    results["held_out_judge_s"] = time.perf_counter() - judging
     for r in open_rows:
         print(f"  open-ended {r['method']:<10} held-out judge prefers kept {r['mean']:.3f} "
               f"[{r['low']:.3f}, {r['high']:.3f}]", flush=True)
