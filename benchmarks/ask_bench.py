@@ -3,14 +3,19 @@
     make bench-ask                 # or: .venv/bin/python benchmarks/ask_bench.py [--quick] [--seeds 3]
 
 Per seed: a fresh population of experts (the tournament's own random experts) answers every question of
-`data/ask/questions.yaml` once each, batched across questions (one model load; the tournament's `expert_answers`,
-judges panel and the selection module's features, so the numbers are those of `ask`). Every selection method then
-keeps one answer per question from the same answers. The questions split in two: every third question is the
+`data/ask/questions.yaml` `--repeats` times each (as `ask`'s iterations do: the same experts and sampling settings,
+another generation seed per repeat), batched across questions (one model load; the tournament's `expert_answers`,
+judges panel and the selection module's features, so the numbers are those of `ask`). Consensus clusters all
+experts x repeats answers of a question, as `ask` keeps its answer over all its iterations' answers. Every
+selection method then keeps one answer per question from the same answers. The questions split in two: every third question is the
 labelled split (the verifier's calibration, the stacked model and the consensus threshold are fitted there), the
 rest is where accuracy is reported. Open-ended tasks are scored by a held-out judge (a pairwise A/B question in the
 instruct format, never used for selection) comparing the kept answer with each other answer, both orders.
 
-Writes benchmarks/results/<date>-<host>-ask.json and prints the README's markdown table.
+`--features consensus` skips the judges' panel and the verifier (most of the time per seed) and reports only the
+methods that need neither: single answer, ceiling and consensus (most central).
+
+Writes benchmarks/results/<date>-<host>-ask[-quick]<tag>.json and prints the README's markdown table.
 """
 
 import argparse
@@ -42,6 +47,7 @@ LABELLED = ROOT / "data" / "ask" / "labelled.jsonl"
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 WORD_THRESHOLDS = (0.2, 0.34, 0.5, 0.67)
 EMBEDDING_THRESHOLDS = (0.7, 0.8, 0.85, 0.9, 0.95)
+FEATURES = {"all": ("judges", "verifier", "words", "embedding"), "consensus": ("words", "embedding")}
 HELD_OUT = ("### Instruction:\nTwo answers to the task below follow. Which answer is better: more helpful, correct "
             "and clear? Reply with A or B.\n\nTask: {task}\n\n### Input:\nA: {a}\n\nB: {b}\n\n### Response:")
 
@@ -54,35 +60,31 @@ def load_questions(path: Path = QUESTIONS) -> tuple[str, pd.DataFrame, list[str]
     return raw["prompt"], frame, list(raw["open"])
 
 
-def collect(seed: int, tasks: pd.DataFrame, config: TournamentConfig, backend, embedder, timings: dict) -> tuple:
-    """Every expert of a fresh population answers every task once; the features of every answer."""
+def collect(seed: int, tasks: pd.DataFrame, config: TournamentConfig, backend, embedder, timings: dict,
+            repeats: int = 1, features: str = "all") -> tuple:
+    """Every expert of a fresh population answers every task `repeats` times; the `features` of every answer.
+    A task's answers are in (repeat, expert) order, the order of its similarity matrices' rows."""
     spec = load_spec()
     rng = np.random.default_rng([config.seed + seed, 2**31])
     experts = random_experts(config.experts, config.generator_models, config.sampling_ranges(), spec.personas,
                              spec.personas, rng, shots=0)
     jobs = [(e.expert_id, task) for task in tasks["task"] for e in experts]
-    started = time.perf_counter()
-    answers = expert_answers({"smollm2": backend}, experts, jobs, config.continue_tokens, seed=1000 * seed,
-                             batch_size=64)
-    timings["generate_s"] += time.perf_counter() - started
-    answers["tid"] = np.repeat(np.arange(len(tasks)), len(experts))
+    parts = []
+    for repeat in range(repeats):
+        # Another seed per repeat, as ask's iterations get (seed + repeat keeps repeat 0 the one-answer benchmark's
+        # answers; expert_answers adds multiples of 64 per chunk, so repeats < 64 never share a seed).
+        started = time.perf_counter()
+        part = expert_answers({"smollm2": backend}, experts, jobs, config.continue_tokens, seed=1000 * seed + repeat,
+                              batch_size=64)
+        timings["generate_s"] += time.perf_counter() - started
+        parts.append(part.assign(tid=np.repeat(np.arange(len(tasks)), len(experts)), repeat=repeat))
+    answers = pd.concat(parts).sort_values(["tid", "repeat", "expert_id"], kind="stable", ignore_index=True)
     answers = answers.join(tasks.reset_index(drop=True), on="tid")
     answers["seed"] = seed
-    # The tournament's judges (its panel, its questions naming each answer's own task), all tasks in one batch.
-    started = time.perf_counter()
-    per_task = {task: task_questions(spec, task) for task in tasks["task"]}
-    panel = fit_panel({"smollm2": backend}, config.judges, per_task[tasks["task"].iloc[0]], config.combine)
-    judged = panel.judge({"smollm2": backend}, answers["text"].tolist(),
-                         {name: [per_task[t][name] for t in answers["task"]] for name in panel.questions})
-    judged.index = answers.index
-    scores = [judged.assign(score=judged[list(panel.columns.values())].mean(axis=1))]
-    answers = answers.join(pd.concat(scores))
-    timings["judges_s"] += time.perf_counter() - started
-    started = time.perf_counter()
-    answers["verifier_raw"] = selection.verifier_scores(backend, answers["task"].tolist(), answers["text"].tolist())
-    timings["verifier_s"] += time.perf_counter() - started
-    started = time.perf_counter()
+    if "judges" in FEATURES[features]:
+        judge_and_verify(answers, tasks, spec, config, backend, timings)
     similarity = {}
+    started = time.perf_counter()
     embeddings = embedder.embed(answers["text"].tolist())
     for tid, group in answers.groupby("tid"):
         similarity[(seed, tid, "embedding")] = selection.embedding_similarity(embeddings[group.index])
@@ -92,6 +94,24 @@ def collect(seed: int, tasks: pd.DataFrame, config: TournamentConfig, backend, e
         similarity[(seed, tid, "words")] = selection.word_similarity(group["text"].tolist(), group["task"].iloc[0])
     timings["words_s"] += time.perf_counter() - started
     return experts, answers, similarity
+
+
+def judge_and_verify(answers: pd.DataFrame, tasks: pd.DataFrame, spec, config: TournamentConfig, backend,
+                     timings: dict) -> None:
+    """The judges' `score` and the verifier's `verifier_raw` of every answer, added to `answers` in place."""
+    # The tournament's judges (its panel, its questions naming each answer's own task), all tasks in one batch.
+    started = time.perf_counter()
+    per_task = {task: task_questions(spec, task) for task in tasks["task"]}
+    panel = fit_panel({"smollm2": backend}, config.judges, per_task[tasks["task"].iloc[0]], config.combine)
+    judged = panel.judge({"smollm2": backend}, answers["text"].tolist(),
+                         {name: [per_task[t][name] for t in answers["task"]] for name in panel.questions})
+    judged.index = answers.index
+    judged["score"] = judged[list(panel.columns.values())].mean(axis=1)
+    answers[judged.columns] = judged
+    timings["judges_s"] += time.perf_counter() - started
+    started = time.perf_counter()
+    answers["verifier_raw"] = selection.verifier_scores(backend, answers["task"].tolist(), answers["text"].tolist())
+    timings["verifier_s"] += time.perf_counter() - started
 
 
 def with_consensus(answers: pd.DataFrame, similarity: dict, kind: str, threshold: float) -> pd.DataFrame:
@@ -173,7 +193,7 @@ def with_consensus_subset(sub: pd.DataFrame, similarity: dict, kind: str, thresh
     parts = []
     for (seed, tid), group in sub.groupby(["seed", "tid"], sort=False):
         full = similarity[(seed, tid, kind)]
-        positions = group["expert_id"].to_numpy()  # answers of a task are in expert order
+        positions = group["position"].to_numpy()  # each answer's row in its task's similarity matrix
         feats = selection.consensus_features(full[np.ix_(positions, positions)], threshold)
         feats.index = group.index
         parts.append(feats)
@@ -208,12 +228,29 @@ def main() -> int:
     parser.add_argument("--cached-seeds", action="store_true", help="analyse the seeds collected in --cache")
     parser.add_argument("--collect-only", action="store_true", help="collect answers into --cache, no analysis")
     parser.add_argument("--experts", type=int, default=4, help="experts per population (each answers every question)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="answers per expert and question, each with another generation seed, as ask's "
+                        "iterations (ask's defaults: 4 experts x 2-4 iterations)")
+    parser.add_argument("--features", choices=sorted(FEATURES), default="all",
+                        help="consensus: skip the judges' panel and the verifier (most of the time per seed); "
+                        "only the methods that need neither are reported")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own); 1 where other jobs use the machine's cores")
+    parser.add_argument("--tag", default="", help="suffix of the results file's name (e.g. '-repeats3')")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--cache", default=None, help="folder to keep collected answers in (reused when present)")
     parser.add_argument("--write-labelled", action="store_true",
                         help=f"write seed 0's labelled-split answers to {LABELLED.relative_to(ROOT)}")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be 1 or more (answers per expert and question), got {args.repeats}")
+    if args.write_labelled and args.features != "all":
+        parser.error("--write-labelled needs the judges' scores and the verifier: use --features all")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from benchmarks.machine import machine_info
     from models.embedder import load_embedder
     from models.loading import load_backend
@@ -227,7 +264,8 @@ def main() -> int:
     opens = pd.DataFrame({"task": open_tasks, "qid": -1 - np.arange(len(open_tasks)), "labelled": False})
     config = TournamentConfig(instruction="benchmark", experts=args.experts, max_new_tokens=args.max_new_tokens,
                               continue_tokens=max(4, args.max_new_tokens // 3))
-    machine = {**machine_info(), "precision": resolve_precision(config.precision)}
+    machine = {**machine_info(), "precision": resolve_precision(config.precision),
+               "load_average_at_start": os.getloadavg()[0]}
     print(f"machine: {machine}", flush=True)
     started = time.perf_counter()
     backend = load_backend("smollm2", config.precision)
@@ -244,13 +282,14 @@ def main() -> int:
         cached = cache / f"seed{seed}.parquet" if cache else None
         if cached and cached.exists():
             answers = pd.read_parquet(cached)
+            check_cached(answers, cached, args)
             sims = {tuple(json.loads(k)): np.array(v) for k, v in
                     json.loads((cache / f"seed{seed}.json").read_text()).items()}
             for key, value in json.loads((cache / f"seed{seed}-timings.json").read_text()).items():
                 timings[key] += value
         else:
             own = dict.fromkeys(timings, 0.0)
-            _, answers, sims = collect(seed, tasks, config, backend, embedder, own)
+            _, answers, sims = collect(seed, tasks, config, backend, embedder, own, args.repeats, args.features)
             timings = {key: timings[key] + own[key] for key in timings}
             if cache:
                 cache.mkdir(parents=True, exist_ok=True)
@@ -259,6 +298,7 @@ def main() -> int:
                                                                     for (s, t, k), v in sims.items()}))
                 (cache / f"seed{seed}-timings.json").write_text(json.dumps(own))
         similarity.update(sims)
+        answers["position"] = answers.groupby("tid").cumcount()  # its row in its task's similarity matrices
         is_open = answers["qid"] < 0
         answers["correct"] = [selection.contains_answer(t, a) if not o else np.nan
                               for t, a, o in zip(answers["text"], answers["answers"], is_open)]
@@ -270,18 +310,25 @@ def main() -> int:
     answers = pd.concat(frames, ignore_index=True)
     opens = pd.concat(open_frames, ignore_index=True)
     n_experts = args.experts
+    per_question = n_experts * args.repeats  # answers each method chooses among
+    computed = FEATURES[args.features]
+    judged = "judges" in computed
     train = answers["labelled"]
 
-    # The verifier: Platt-calibrated on the labelled split (monotone: its pick within a task is the raw argmax).
-    try:
-        calibrator = fit_calibrator("platt", answers.loc[train, "verifier_raw"], answers.loc[train, "correct"])
-    except ValueError as error:  # a --quick split may hold answers of one kind only: nothing to fit
-        print(f"verifier left uncalibrated: {error}")
-        calibrator = Calibrator()
-    answers["verifier"] = calibrator(answers["verifier_raw"])
-    opens["verifier"] = calibrator(opens["verifier_raw"])
+    if judged:
+        # The verifier: Platt-calibrated on the labelled split (monotone: its pick within a task is the raw argmax).
+        try:
+            calibrator = fit_calibrator("platt", answers.loc[train, "verifier_raw"], answers.loc[train, "correct"])
+        except ValueError as error:  # a --quick split may hold answers of one kind only: nothing to fit
+            print(f"verifier left uncalibrated: {error}")
+            calibrator = Calibrator()
+        answers["verifier"] = calibrator(answers["verifier_raw"])
+        opens["verifier"] = calibrator(opens["verifier_raw"])
     test = answers[~train]
-    results = {"machine": machine, "settings": {"seeds": args.seeds, "experts": n_experts,
+    results = {"machine": machine, "settings": {"seeds": args.seeds, "seed_ids": seeds, "experts": n_experts,
+                                                "repeats": args.repeats, "answers_per_question": per_question,
+                                                "features": args.features, "computed_features": list(computed),
+                                                "skipped_features": [f for f in FEATURES["all"] if f not in computed],
                                                 "max_new_tokens": args.max_new_tokens,
                                                 "questions": int(len(questions)),
                                                 "reported_questions": int((~questions["labelled"]).sum()),
@@ -293,7 +340,8 @@ def main() -> int:
         thresholds[kind], consensus_frames[kind] = fit_threshold(answers, similarity, kind, grid)
     results["consensus_thresholds"] = thresholds
     # AUC of each feature for "this answer is correct", over the reported split.
-    aucs = {"judges score": auc(test["score"], test["correct"]), "verifier": auc(test["verifier"], test["correct"])}
+    aucs = {"judges score": auc(test["score"], test["correct"]),
+            "verifier": auc(test["verifier"], test["correct"])} if judged else {}
     for kind, frame in consensus_frames.items():
         t = frame[~frame["labelled"]]
         aucs[f"agreement ({kind})"] = auc(t["agreement"], t["correct"])
@@ -302,7 +350,7 @@ def main() -> int:
     print("feature AUC:", {k: round(v, 3) for k, v in aucs.items()}, flush=True)
 
     rows = []
-    gen_s = timings["generate_s"] / args.seeds
+    gen_s = timings["generate_s"] / args.seeds  # all repeats
     cost = {"judges": timings["judges_s"], "verifier": timings["verifier_s"], "embedding": timings["embed_s"],
             "words": timings["words_s"]}
     cost = {k: v / args.seeds for k, v in cost.items()}  # per seed: all questions and open tasks
@@ -311,34 +359,41 @@ def main() -> int:
         rows.append({"method": name, **interval(per_seed), "answers_per_question": answers_per_q,
                      "wall_s_per_seed": seconds, "note": note})
 
-    add("single answer (mean over answers)", test.groupby("seed")["correct"].mean(), 1, gen_s / n_experts)
+    add("single answer (mean over answers)", test.groupby("seed")["correct"].mean(), 1, gen_s / per_question)
     add("ceiling (some answer correct)", test.groupby(["seed", "tid"])["correct"].max().groupby("seed").mean(),
-        n_experts, gen_s)
-    add("judges", accuracy_of(test, kept(test, "judges")), n_experts, gen_s + cost["judges"])
+        per_question, gen_s)
+    if judged:
+        add("judges", accuracy_of(test, kept(test, "judges")), per_question, gen_s + cost["judges"])
+    consensus_rows = {}  # the consensus row each similarity is ranked by (with the judges' tie-break where run)
     for kind, frame in consensus_frames.items():
         t = frame[~frame["labelled"]]
         sim_cost = cost["words"] if kind == "words" else cost["embedding"]
-        add(f"consensus ({kind}, threshold {thresholds[kind]})", accuracy_of(t, kept(t, "consensus")), n_experts,
-            gen_s + cost["judges"] + sim_cost, "ties by judges score")
-        add(f"consensus ({kind}) most central", accuracy_of(t, kept(t.drop(columns="score"), "consensus")),
-            n_experts, gen_s + sim_cost, "no judges")
-    add("verifier", accuracy_of(test, kept(test, "verifier")), n_experts, gen_s + cost["verifier"])
-    best_kind = max(thresholds, key=lambda k: rows[[r["method"].startswith(f"consensus ({k}, ")
-                                                    for r in rows].index(True)]["mean"])
+        if judged:
+            add(f"consensus ({kind}, threshold {thresholds[kind]})", accuracy_of(t, kept(t, "consensus")),
+                per_question, gen_s + cost["judges"] + sim_cost, "ties by judges score")
+            consensus_rows[kind] = rows[-1]
+        add(f"consensus ({kind}{'' if judged else f', threshold {thresholds[kind]}'}) most central",
+            accuracy_of(t, kept(t.drop(columns="score", errors="ignore"), "consensus")), per_question,
+            gen_s + sim_cost, "no judges")
+        consensus_rows.setdefault(kind, rows[-1])
+    if judged:
+        add("verifier", accuracy_of(test, kept(test, "verifier")), per_question, gen_s + cost["verifier"])
+    best_kind = max(thresholds, key=lambda k: consensus_rows[k]["mean"])
     full = consensus_frames[best_kind]
-    full["verifier"] = answers["verifier"]
-    # The stacked model as `ask` fits it (selection.fit_selector) on the labelled split's answers.
-    labelled = full[full["labelled"]].assign(group=lambda f: f["seed"] * 10_000 + f["tid"])
-    try:
-        stacker = selection.fit_selector("stacked", selection.Consensus(best_kind, thresholds[best_kind]), labelled,
-                                         embedder).stacker
-    except ValueError as error:  # as above: a --quick split of one kind
-        print(f"stacked left out: {error}")
-        stacker = None
+    stacker = None
+    if judged:
+        full["verifier"] = answers["verifier"]
+        # The stacked model as `ask` fits it (selection.fit_selector) on the labelled split's answers.
+        labelled = full[full["labelled"]].assign(group=lambda f: f["seed"] * 10_000 + f["tid"])
+        try:
+            stacker = selection.fit_selector("stacked", selection.Consensus(best_kind, thresholds[best_kind]),
+                                             labelled, embedder).stacker
+        except ValueError as error:  # as above: a --quick split of one kind
+            print(f"stacked left out: {error}")
     if stacker is not None:
         t = full[~full["labelled"]]
         add(f"stacked (judges + agreement ({best_kind}) + verifier)", accuracy_of(t, kept(t, "stacked", stacker)),
-            n_experts, gen_s + cost["judges"] + cost["verifier"] + cost[best_kind])
+            per_question, gen_s + cost["judges"] + cost["verifier"] + cost[best_kind])
         results["stacked_coefficients"] = dict(zip(selection.STACKED_FEATURES,
                                                    stacker.model.coef_[0].round(3).tolist()))
     results["methods"] = rows
@@ -366,10 +421,11 @@ def main() -> int:
               flush=True)
 
     # Open-ended: the held-out judge compares each method's kept answer with the other answers.
-    started = time.perf_counter()
+    judging = time.perf_counter()
     opens_c = with_consensus(opens, similarity, best_kind, thresholds[best_kind])
     open_rows = []
-    methods = [m for m in ("judges", "consensus", "verifier", "stacked") if m != "stacked" or stacker is not None]
+    methods = [m for m in ("judges", "consensus", "verifier", "stacked")
+               if m == "consensus" or (judged and (m != "stacked" or stacker is not None))]
     picks = {m: kept(opens_c, m, stacker).to_numpy() for m in methods}
     # Each kept answer is compared once, however many methods keep it.
     wins = held_out_wins(backend, opens_c, np.concatenate(list(picks.values())))
@@ -377,7 +433,7 @@ def main() -> int:
         per_seed = pd.Series(wins.loc[picks[method]].to_numpy(), index=opens_c.loc[picks[method], "seed"])
         open_rows.append({"method": method, **interval(per_seed.groupby(level=0).mean())})
     results["open_ended"] = open_rows
-    results["held_out_judge_s"] = time.perf_counter() - started
+    results["held_out_judge_s"] = time.perf_counter() - judging
     for r in open_rows:
         print(f"  open-ended {r['method']:<10} held-out judge prefers kept {r['mean']:.3f} "
               f"[{r['low']:.3f}, {r['high']:.3f}]", flush=True)
@@ -387,7 +443,8 @@ def main() -> int:
     print(results["markdown"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-ask{'-quick' if args.quick else ''}.json"
+    name = f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-ask{'-quick' if args.quick else ''}{args.tag}"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(results, indent=2, default=float))
     print(f"wrote {path}")
     if args.write_labelled:
@@ -398,11 +455,25 @@ def main() -> int:
     return 0
 
 
+def check_cached(answers: pd.DataFrame, path: Path, args) -> None:
+    """A cached seed must hold what this run measures: its experts, repeats and features."""
+    repeats = answers["repeat"].nunique() if "repeat" in answers else 1
+    experts = answers["expert_id"].nunique()
+    missing = {"score", "verifier_raw"} - set(answers) if args.features == "all" else set()
+    if (repeats, experts) != (args.repeats, args.experts) or missing:
+        raise SystemExit(f"--cache: {path} holds {experts} experts x {repeats} repeats"
+                         f"{' without ' + ', '.join(sorted(missing)) if missing else ''}; this run asks for "
+                         f"--experts {args.experts} --repeats {args.repeats} --features {args.features}: "
+                         "give another --cache folder (or matching options)")
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [f"{s['reported_questions']} reported questions ({s['labelled_questions']} more in the labelled split), "
-             f"{s['experts']} experts each, {s['seeds']} seeds, machine: {results['machine']['cpu']} "
-             f"({results['machine']['cores']} cores, {results['machine']['precision']})", "",
+             f"{s['experts']} experts x {s.get('repeats', 1)} answers each, features: "
+             f"{', '.join(s.get('computed_features', FEATURES['all']))}, {s['seeds']} seeds, machine: "
+             f"{results['machine']['cpu']} ({results['machine']['cores']} cores, "
+             f"{results['machine']['torch_threads']} torch threads, {results['machine']['precision']})", "",
              "| selection | accuracy | 95% interval (seeds) | answers / question | wall s / seed |", "|---|---|---|---|---|"]
     for r in results["methods"]:
         lines.append(f"| {r['method']} | {r['mean']:.3f} | {r['low']:.3f}-{r['high']:.3f} | "

@@ -135,9 +135,8 @@ def test_embedding_consensus_groups_paraphrases(embedder):
     assert select("consensus", frame) in (0, 1)
 
 
-@pytest.mark.slow
-def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
-    """`benchmarks/ask_bench.py --quick`: a few questions, a few experts, one seed, through the real models."""
+def run_ask_bench(folder, *options: str) -> dict:
+    """`benchmarks/ask_bench.py --quick [options]` through the real models; its results file, read back."""
     import json
     import os
     import subprocess
@@ -145,14 +144,75 @@ def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, str(root / "benchmarks" / "ask_bench.py"), "--quick", "--out", str(tmp_path)],
-                   check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
-    result = json.loads(next(tmp_path.glob("*-ask-quick.json")).read_text())
+    subprocess.run([sys.executable, str(root / "benchmarks" / "ask_bench.py"), "--quick", *options, "--out",
+                    str(folder)], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
+    return json.loads(next(Path(folder).glob("*-ask-quick*.json")).read_text())
+
+
+@pytest.mark.slow
+def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
+    """`benchmarks/ask_bench.py --quick`: a few questions, a few experts, one seed, through the real models."""
+    result = run_ask_bench(tmp_path)
     methods = {r["method"].split(" (")[0] for r in result["methods"]}
     assert {"single answer", "ceiling", "judges", "consensus", "verifier"} <= methods
     ceiling = next(r["mean"] for r in result["methods"] if r["method"].startswith("ceiling"))
     assert all(0 <= r["mean"] <= ceiling for r in result["methods"] if not r["method"].startswith("ceiling"))
     assert result["open_ended"] and "| selection | accuracy |" in result["markdown"]
+
+
+@pytest.mark.slow
+def test_the_ask_benchmark_at_asks_answer_count_reports_only_the_consensus_methods(tmp_path):
+    """`--repeats 2 --features consensus`: every expert answers twice, the judges and verifier never run, and the
+    table holds only the methods that need neither (no rows of unmeasured methods)."""
+    result = run_ask_bench(tmp_path, "--repeats", "2", "--features", "consensus", "--threads", "1", "--tag=-r2")
+    assert [p.name.split("-ask")[1] for p in tmp_path.glob("*.json")] == ["-quick-r2.json"]
+    assert result["settings"]["skipped_features"] == ["judges", "verifier"]
+    assert result["timings"]["judges_s"] == result["timings"]["verifier_s"] == 0.0
+    methods = [r["method"] for r in result["methods"]]
+    assert methods[:2] == ["single answer (mean over answers)", "ceiling (some answer correct)"]
+    assert all(m.startswith("consensus (") and m.endswith("most central") for m in methods[2:]) and len(methods) == 4
+    # --quick: 3 experts x 2 repeats = 6 answers per question for every method but the single answer.
+    assert [r["answers_per_question"] for r in result["methods"]] == [1, 6, 6, 6]
+    assert [r["method"] for r in result["open_ended"]] == ["consensus"]
+    assert not any(k.startswith(("judges", "verifier")) for k in result["feature_auc"])
+
+
+def _ask_bench():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import ask_bench
+
+    return ask_bench
+
+
+def test_the_ask_benchmark_finds_an_experts_repeated_answers_by_their_row():
+    """--answering K with --repeats: a subset's consensus reads each answer's own row of its task's similarity
+    matrix (rows in (repeat, expert) order), not the row numbered like its expert."""
+    ask_bench = _ask_bench()
+    answers = pd.DataFrame({"seed": 0, "tid": 0, "repeat": [0, 0, 1, 1], "expert_id": [0, 1, 0, 1],
+                            "position": range(4)})
+    similarity = np.eye(4)
+    similarity[1, 3] = similarity[3, 1] = 0.9  # expert 1 says the same twice; expert 0's two answers differ (0.0)
+    found = {e: ask_bench.with_consensus_subset(answers[answers["expert_id"] == e], {(0, 0, "words"): similarity},
+                                                "words", 0.5)
+             for e in (0, 1)}
+    assert found[0]["agreement"].tolist() == [0.0, 0.0] and found[1]["agreement"].tolist() == [1.0, 1.0]
+    assert found[1]["centrality"].tolist() == pytest.approx([0.9, 0.9])
+
+
+def test_the_ask_benchmark_refuses_a_cache_of_other_settings(tmp_path):
+    """A cached seed collected with other repeats, or without the judges' features, is refused with the fix."""
+    from types import SimpleNamespace
+
+    ask_bench = _ask_bench()
+    cached = pd.DataFrame({"expert_id": [0, 1, 0, 1], "repeat": [0, 0, 1, 1], "text": ["a", "b", "c", "d"]})
+    ask_bench.check_cached(cached, tmp_path, SimpleNamespace(experts=2, repeats=2, features="consensus"))
+    with pytest.raises(SystemExit, match="--repeats 3"):
+        ask_bench.check_cached(cached, tmp_path, SimpleNamespace(experts=2, repeats=3, features="consensus"))
+    with pytest.raises(SystemExit, match="without score, verifier_raw.*another --cache"):
+        ask_bench.check_cached(cached, tmp_path, SimpleNamespace(experts=2, repeats=2, features="all"))
 
 
 def test_the_shipped_labelled_split_fits_verifier_and_stacked():
