@@ -15,10 +15,8 @@ Writes benchmarks/results/<date>-<host>-heritability-<run>.json and prints a Mar
 """
 
 import argparse
-import json
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +68,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
-    from benchmarks.machine import machine_info
+    from benchmarks.machine import machine_info, save_table
     from models.loading import load_backend
 
     if args.threads:
@@ -107,10 +105,7 @@ def main(argv=None) -> dict:
     machine = machine_info()
     payload = {"machine": machine, "run": run.name, "domain": domain.name, "children": args.children, "rows": rows,
                "table": "\n".join(table)}
-    path = Path(args.results) / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-heritability-{run.name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=float))
-    print(payload["table"])
-    print(f"\nresults: {path}")
+    save_table(args.results, f"heritability-{run.name}", payload)
     return payload
 
 

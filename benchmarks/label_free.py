@@ -13,10 +13,8 @@ Writes benchmarks/results/<date>-<host>-label-free.json and prints a Markdown ta
 """
 
 import argparse
-import json
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +72,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared machine)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
-    from benchmarks.machine import machine_info
+    from benchmarks.machine import machine_info, save_table
     from models.devices import resolve_precision
     from models.loading import load_backend
 
@@ -87,10 +85,7 @@ def main(argv=None) -> dict:
     rows = [row for name in args.domains for row in check(backends, name, args.per_pole, args.max_new_tokens)]
     payload = {"machine": machine, "per_pole": args.per_pole, "max_new_tokens": args.max_new_tokens, "rows": rows,
                "table": markdown(rows)}
-    path = Path(args.results) / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-label-free.json"
-    path.write_text(json.dumps(payload, indent=2, default=float))
-    print(payload["table"])
-    print(f"\nresults: {path}")
+    save_table(args.results, "label-free", payload)
     return payload
 
 

@@ -14,3 +14,16 @@ def machine_info() -> dict:
     return {"host": socket.gethostname(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu": model or platform.machine(),
             "bf16_units": [f for f in ("amx_bf16", "avx512_bf16") if f in cpuinfo.split()]}
+
+
+def save_table(folder: str, name: str, payload: dict) -> Path:
+    """Write a benchmark's payload (with its `machine` and Markdown `table`) as `<date>-<host>-<name>.json` in
+    `folder`, and print the table and the path."""
+    import json
+    from datetime import datetime, timezone
+
+    path = Path(folder) / f"{datetime.now(timezone.utc):%Y-%m-%d}-{payload['machine']['host']}-{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    print(payload["table"])
+    print(f"\nresults: {path}")
+    return path
