@@ -182,13 +182,14 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (quick: 0 1)")
     p.add_argument("--generations", type=int, default=None, help="default 8 (quick 2)")
     p.add_argument("--batch-size", type=int, default=None, help="default 16 (quick 4)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default 48 (quick 16)")
-    p.add_argument("--weak-references", type=int, default=0,
-                   help="texts the generator writes per pole to calibrate judges on domains without references")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default 40 (quick 16)")
+    p.add_argument("--weak-references", type=int, default=12,
+                   help="texts the generator writes per pole to calibrate the judges of a domain without references "
+                   "(jaws) by anchors; 0: its judges stay raw (default 12)")
     p.add_argument("--tag", default="", help="suffix of the results files' name (e.g. '-part2')")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's own). On a machine whose cores other jobs also use, 1 is "
-                   "much faster than 2: measured 7-9 s vs 38-66 s for one batch on 2 shared cores")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1). On a machine whose cores other jobs also use, 1 is much faster "
+                   "than 2: measured 7-9 s vs 38-66 s for one batch on 2 shared cores")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and PNG")
     p.add_argument("--report", nargs="+", default=None, metavar="JSON",
@@ -201,7 +202,7 @@ def parse_args(argv=None):
     args.seeds = args.seeds if args.seeds is not None else ([0, 1] if quick else [0, 1, 2])
     args.generations = args.generations or (2 if quick else 8)
     args.batch_size = args.batch_size or (4 if quick else 16)
-    args.max_new_tokens = args.max_new_tokens or (16 if quick else 48)
+    args.max_new_tokens = args.max_new_tokens or (16 if quick else 40)
     return args
 
 
