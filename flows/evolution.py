@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from evoforge.core.budget import exhausted as budget_exhausted
 from evoforge.core.config import RunConfig
 from evoforge.judges.panel import Panel
-from evoforge.steps.evolution import RunState, new_expert, open_tracking
+from evoforge.steps.evolution import RunState, join_expert, open_tracking
 from evoforge.steps.run_metrics import generation_metrics
 from evoforge.steps.run_report import summary_markdown, top_elites
 from flows.finetune import evaluate, finetune
@@ -107,7 +107,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
                 tuned = finetune(state, tracker, tag=f"g{number:04d}")
                 if ft.join_population and "checkpoint" in tuned:
                     backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision, config.device)
-                    state.experts.append(new_expert(state, tuned["checkpoint"]))
+                    join_expert(state, tuned["checkpoint"])
         if ft.enabled and not stopped_by:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:

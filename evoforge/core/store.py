@@ -8,7 +8,8 @@ is interrupted resumes from its last committed generation and rewrites whatever 
     domain.parquet            the domain (one row) and pool.parquet, the seed pool
     candidates/gen_NNNN.parquet  every candidate of a generation (merged into candidates.parquet at the end)
     archive/gen_NNNN.parquet  the archive's elites after a generation
-    experts.parquet           every expert's state after every generation
+    experts.parquet           every expert's state after every generation (a tuned model's expert that joins
+                              between generations is added to the last committed one's rows at once)
     metrics/gen_NNNN.json     a generation's metrics, as logged to MLflow (a resumed run logs what a crash skipped)
 """
 
@@ -89,6 +90,14 @@ class RunStore:
         if history is not None:  # drop rows of a generation that is being redone after an interruption
             history = history[history["generation"] < generation]
         write_parquet(pd.concat([history, experts], ignore_index=True) if history is not None else experts, self.experts_path)
+
+    def add_expert(self, generation: int, expert: dict) -> None:
+        """Record an expert that joined after `generation` was committed as one of that generation's experts, at
+        once and atomically: a run that dies before the next commit resumes with it. Adding it again replaces it."""
+        history = pd.read_parquet(self.experts_path)
+        history = history[(history["generation"] != generation) | (history["expert_id"] != expert["expert_id"])]
+        row = pd.DataFrame([{"generation": generation, **expert}])
+        write_parquet(pd.concat([history, row], ignore_index=True), self.experts_path)
 
     def read_elites(self, generation: int) -> pd.DataFrame:
         return pd.read_parquet(self.archive_snapshot(generation))

@@ -153,14 +153,25 @@ def open_tracking(state: RunState, tags: dict | None = None) -> Tracker:
 
 
 def new_expert(state: RunState, backend: str) -> Expert:
-    """A new expert on `backend` (a tuned model), valued like the best expert so the policy tries it soon; the
-    flow adds it to the population."""
+    """A new expert on `backend` (a tuned model), valued like the best expert so the policy tries it soon;
+    `join_expert` adds it to the population."""
     config = state.config
     rng = np.random.default_rng([config.seed, 2**31 + len(state.experts)])
     expert = random_experts(
         1, [backend], config.sampling_ranges(), state.domain.generator.system_prompts, state.pool, rng, config.shots
     )[0]
     return replace(expert, expert_id=len(state.experts), value=max(e.value for e in state.experts))
+
+
+def join_expert(state: RunState, backend: str) -> Expert:
+    """Add a new expert on `backend` (a tuned model's checkpoint folder) to the population, and record it in the run
+    folder right away, among the last committed generation's experts: a run killed before its next commit resumes
+    with it (resuming loads every expert's backend) instead of losing it and the fine-tuning it cost. Resuming
+    starts after that generation, so the boundary's fine-tune is not done again."""
+    expert = new_expert(state, backend)
+    state.store.add_expert(state.completed - 1, expert.to_row())
+    state.experts.append(expert)
+    return expert
 
 
 # --- one generation --------------------------------------------------------------------------------------------

@@ -37,3 +37,14 @@ def test_state_is_written_atomically(tmp_path):
     store.write_state({"completed": 2})
     assert store.read_state() == {"completed": 2}
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_an_expert_that_joins_after_a_commit_is_read_back_with_that_generation(tmp_path):
+    store = RunStore(tmp_path / "run")
+    experts = pd.DataFrame({"generation": [0, 0], "expert_id": [0, 1], "backend": ["smollm2"] * 2, "value": [0.1, 0.2]})
+    store.write_generation(0, frame(0, 1), frame(0, 1), experts, {})
+    store.add_expert(0, {"expert_id": 2, "backend": "runs/r/finetune/g0000/checkpoints/epoch_1", "value": 0.2})
+    store.add_expert(0, {"expert_id": 2, "backend": "runs/r/finetune/g0000/checkpoints/epoch_1", "value": 0.2})
+    assert store.read_experts(0)["expert_id"].tolist() == [0, 1, 2]  # adding it again replaces it
+    assert store.read_experts(0)["backend"].iloc[2].endswith("epoch_1")
+    assert not list((tmp_path / "run").glob(".*.tmp"))

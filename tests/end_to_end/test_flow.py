@@ -174,18 +174,23 @@ def test_cli_help_and_clear_errors():
     assert ui.returncode == 2 and "batch-size" in ui.stderr  # refused before any server starts
 
 
+def fine_bins_domain(folder) -> str:
+    """The opinions domain on a grid of finer middle bins, written into `folder`: the 135M judge keeps sentiment
+    between ~0.2 and 0.8, where the published grid has only two bins, so a tiny run would have too few elites to
+    fine-tune on."""
+    domain = (DOMAINS_DIR / "opinions.yaml").read_text().replace("bins: [0.005, 0.01,", "bins: [0.3, 0.35, 0.4, 0.45, 0.55, 0.6, 0.65, 0.7] #")
+    for relative in ("../pools/opinions.txt", "../references/opinions.csv"):
+        domain = domain.replace(relative, str((DOMAINS_DIR / relative).resolve()))
+    (folder / "opinions.yaml").write_text(domain)
+    return str(folder / "opinions.yaml")
+
+
 def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backend, tmp_path):
     from evoforge.core.config import EvaluateConfig, FinetuneConfig
     from flows.evolution import evolution_run
 
-    # The 135M judge keeps sentiment between ~0.2 and 0.8, where the published grid has only two bins: a grid of
-    # finer middle bins gives this tiny run several elites to train on.
-    domain = (DOMAINS_DIR / "opinions.yaml").read_text().replace("bins: [0.005, 0.01,", "bins: [0.3, 0.35, 0.4, 0.45, 0.55, 0.6, 0.65, 0.7] #")
-    for relative in ("../pools/opinions.txt", "../references/opinions.csv"):
-        domain = domain.replace(relative, str((DOMAINS_DIR / relative).resolve()))
-    (tmp_path / "opinions.yaml").write_text(domain)
     config = RunConfig(
-        **{**TINY, "batch_size": 6}, domain=str(tmp_path / "opinions.yaml"), out=str(tmp_path), run_name="ft",
+        **{**TINY, "batch_size": 6}, domain=fine_bins_domain(tmp_path), out=str(tmp_path), run_name="ft",
         finetune=FinetuneConfig(enabled=True, epochs=1, train_batch_size=2),
         evaluate=EvaluateConfig(generations=1, batch_size=2),
     )
@@ -215,3 +220,68 @@ def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backe
     texts = model.predict(pd.DataFrame({"prompt": ["Write one short opinion about carrots."]}),
                           params={"max_new_tokens": 12, "seed": 0})
     assert len(texts) == 1 and len(texts[0].split()) >= 2
+
+
+# Run in a child process: the flow, with an injected fault that kills the process (SIGKILL: no cleanup, no
+# exception handler) right after a tuned model's expert joins the population, before the next generation commits.
+KILLED_AFTER_JOIN = """
+import os, signal, sys
+import flows.evolution as flows_module
+from evoforge.core.config import RunConfig
+
+real_join = flows_module.join_expert
+
+def join_then_killed(state, backend):
+    real_join(state, backend)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+flows_module.join_expert = join_then_killed
+flows_module.evolution_run(RunConfig.model_validate_json(sys.argv[1]))
+"""
+
+
+def test_a_tuned_expert_that_joined_survives_a_kill_and_is_not_tuned_again(prefect_server, backend, tmp_path):
+    """A tuned model's expert is recorded in the run folder when it joins: a run killed before the next commit
+    resumes with it (its backend is the checkpoint folder) and does not fine-tune that boundary again."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    from evoforge.core.config import EvaluateConfig, FinetuneConfig
+    from flows.evolution import evolution_run
+
+    config = RunConfig(
+        **{**TINY, "batch_size": 6}, domain=fine_bins_domain(tmp_path), out=str(tmp_path), run_name="joined",
+        judge_references=False, heldout_judge=False,
+        finetune=FinetuneConfig(enabled=True, every=1, join_population=True, epochs=1, train_batch_size=2),
+        evaluate=EvaluateConfig(generations=1, batch_size=2),
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_JOIN, config.model_dump_json()], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]  # it got as far as the join
+
+    run_dir = tmp_path / "joined"
+    assert json.loads((run_dir / "state.json").read_text())["completed"] == 1
+    experts = pd.read_parquet(run_dir / "experts.parquet")
+    tuned = experts[experts["backend"] != "smollm2"]
+    assert tuned["generation"].tolist() == [0] and tuned["expert_id"].tolist() == [2]  # joined after generation 0
+    checkpoint = tuned["backend"].iloc[0]
+    assert Path(checkpoint).is_dir() and Path(checkpoint).is_relative_to(run_dir / "finetune" / "g0000")
+    client = MlflowClient(tracking_uri())
+    run_id = json.loads((run_dir / "state.json").read_text())["mlflow_run_id"]
+    assert len(client.search_model_versions(f"run_id='{run_id}'")) == 1  # the boundary's fine-tune, registered
+
+    summary = evolution_run(config)  # resumes after generation 0
+    assert summary["mlflow_run_id"] == run_id and client.get_run(run_id).info.status == "FINISHED"
+    experts = pd.read_parquet(run_dir / "experts.parquet")
+    after = experts[experts["generation"] == 1]
+    assert after["expert_id"].tolist() == [0, 1, 2] and after["backend"].iloc[2] == checkpoint
+    # Fine-tuned once at the boundary (one epoch logged, one version), once at the end: not again on resume.
+    assert len(client.get_metric_history(run_id, "finetune/g0000/eval_loss")) == 1
+    assert len(client.search_model_versions(f"run_id='{run_id}'")) == 2
+    assert sorted(pd.read_parquet(run_dir / "candidates.parquet")["generation"].unique()) == [0, 1]
