@@ -36,7 +36,15 @@ from evoforge.judges.panel import bin_agreement, heldout_bins  # noqa: E402
 METHODS = ["splice", "lmx", "zero_shot", "fixed_few_shot"]
 BASELINE = "zero_shot"
 METRICS = ["qd_score", "coverage", "mean_quality", "max_quality", "candidate_mean_quality", "elite_diversity",
-           "heldout_agreement", "heldout_same_cell", "wall_s", "qd_per_hour"]
+           "shared_opening", "heldout_agreement", "heldout_same_cell", "wall_s", "qd_per_hour"]
+OPENING_WORDS = 5  # elites that start with the same 5 words are one family (a parent and its spliced children)
+
+
+def shared_opening(texts: list[str]) -> float:
+    """Share of elites whose first OPENING_WORDS words another elite starts with too: near-copies that fill
+    neighbouring cells (0 when every elite starts its own way)."""
+    heads = pd.Series([" ".join(t.split()[:OPENING_WORDS]) for t in texts])
+    return float(heads.duplicated(keep=False).mean()) if len(heads) else 0.0
 
 
 def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -96,6 +104,7 @@ def run_one(config, heldout_panel, backends, embedder) -> dict:
         "mean_quality": summary["mean_quality"], "max_quality": summary["max_quality"],
         "candidate_mean_quality": float(valid["quality"].mean()) if len(valid) else 0.0,
         "elite_diversity": mean_pairwise_distance(embedder.embed(elites["text"].tolist())) if len(elites) else 0.0,
+        "shared_opening": shared_opening(elites["text"].tolist()),
         "heldout_same_cell": same, "heldout_agreement": near,
         "wall_s": wall, "qd_per_hour": summary["qd_score"] / wall * 3600,
         "qd_curve": [h["qd_score"] for h in history],
@@ -109,7 +118,7 @@ def summarise(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rows = []
     for (domain, method), group in runs.groupby(["domain", "method"], sort=False):
         row = {"domain": domain, "method": method, "seeds": len(group)}
-        for metric in METRICS:
+        for metric in (m for m in METRICS if m in group):  # results from before a metric existed lack it
             row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = interval(group[metric].dropna())
         base = runs[(runs["domain"] == domain) & (runs["method"] == BASELINE)]
         if len(base):
@@ -125,15 +134,17 @@ def markdown_table(summary: pd.DataFrame) -> str:
         return f"{fmt.format(row[metric])} ({fmt.format(row[f'{metric}_low'])}-{fmt.format(row[f'{metric}_high'])})"
 
     lines = ["| domain | search | seeds | QD score (95% CI) | x random search (95% CI) | coverage | mean / max elite quality "
-             "| candidate quality | elite diversity | held-out judge: same or next cell | wall time per run | QD per hour |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| candidate quality | elite diversity | elites sharing an opening | held-out judge: same or next cell "
+             "| wall time per run | QD per hour |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary.to_dict("records"):
         ratio = (f"{row['qd_score_ratio']:.2f}x ({row['qd_score_ratio_low']:.2f}-{row['qd_score_ratio_high']:.2f})"
                  if "qd_score_ratio" in row and not pd.isna(row.get("qd_score_ratio")) else "")
         lines.append(
             f"| {row['domain']} | `{row['method']}` | {row['seeds']} | {cell(row, 'qd_score')} | {ratio} "
             f"| {row['coverage']:.1%} | {row['mean_quality']:.2f} / {row['max_quality']:.2f} "
-            f"| {row['candidate_mean_quality']:.2f} | {row['elite_diversity']:.3f} | {row['heldout_agreement']:.0%} "
+            f"| {row['candidate_mean_quality']:.2f} | {row['elite_diversity']:.3f} "
+            f"| {row.get('shared_opening', float('nan')):.0%} | {row['heldout_agreement']:.0%} "
             f"| {row['wall_s']:.0f} s | {row['qd_per_hour']:.0f} |")
     return "\n".join(lines)
 
@@ -215,6 +226,10 @@ def report(paths: list[Path]) -> dict:
                          "combine only runs of one budget")
     payload, path = payloads[0], paths[0]
     payload["runs"] = [run for p in payloads for run in p["runs"]]
+    for run in payload["runs"]:  # results written before the metric existed: measured again where the run is kept
+        archive = Path(run["run_dir"]) / "archive.parquet"
+        if "shared_opening" not in run and archive.is_file():
+            run["shared_opening"] = shared_opening(pd.read_parquet(archive)["text"].tolist())
     payload["methods"] = list(dict.fromkeys(m for p in payloads for m in p["methods"]))
     payload["seconds"] = sum(p["seconds"] for p in payloads)
     runs = pd.DataFrame(payload["runs"])

@@ -78,3 +78,12 @@ def test_runs_in_one_process_share_a_fitted_panel_only_when_judges_domain_and_mo
     assert make_panel(config, load_domain("jaws"), backends).rules is not panel.rules
     other = config.model_copy(update={"judges": [JudgeConfig(name="solo")]})
     assert make_panel(other, domain, backends).judges == other.judges
+
+
+def test_shared_opening_counts_the_elites_of_one_family():
+    import science
+
+    assert science.shared_opening(["I love peas and carrots a lot.", "I love peas and carrots so much.",
+                                   "Beans are fine by me today."]) == pytest.approx(2 / 3)
+    assert science.shared_opening(["One two three four five six.", "Six five four three two one."]) == 0.0
+    assert science.shared_opening([]) == 0.0
