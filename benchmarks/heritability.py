@@ -29,9 +29,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from evoforge.core.config import RunConfig  # noqa: E402
 from evoforge.core.domain import load_domain  # noqa: E402
 from evoforge.core.niches import niche_wish  # noqa: E402
-from evoforge.core.prompts import few_shot_prompt, sentence_ends, trim_to_last_sentence  # noqa: E402
+from evoforge.core.prompts import few_shot_prompt, trim_to_last_sentence  # noqa: E402
 from evoforge.search.generation import complete, join_opening  # noqa: E402
-from evoforge.search.targeting import labelled_prompt  # noqa: E402
+from evoforge.search.targeting import labelled_prompt, sentence_openings, word_opening  # noqa: E402
 from evoforge.steps.evolution import make_panel  # noqa: E402
 from models.backend import SamplingSettings  # noqa: E402
 
@@ -43,19 +43,13 @@ def operators(domain, parent: pd.Series, axis: str, pole_bin: int, children: int
     wish = niche_wish(domain, [pole_bin])
     aimed = labelled_prompt(system, g.template, [], wish, g.separator)
     text = str(parent["text"]).strip()
-    ends = [e for e in sentence_ends(text) if e < len(text)]
-    first = text[: ends[0]].strip() if ends else text
-    words = text.split()
-
-    def some_words() -> str:
-        return " ".join(words[: int(rng.integers(-(-len(words) // 3), -(-2 * len(words) // 3) + 1))])
-
+    first = (sentence_openings(text) or [text])[0]
     example = [(text, niche_wish(domain, [int(parent[f"bin_{axis}"])]))]
     return {
         "new text": [(few_shot_prompt(system, g.template, [], g.separator), "")] * children,
         "new text aimed": [(aimed, "")] * children,
         "named example": [(labelled_prompt(system, g.template, example, wish, g.separator), "")] * children,
-        "opening (words)": [(aimed + o, o) for o in (some_words() for _ in range(children))],
+        "opening (words)": [(aimed + o, o) for o in (word_opening(text, rng) for _ in range(children))],
         "opening (first sentence)": [(aimed + first, first)] * children,
     }
 

@@ -1,12 +1,13 @@
 """Weak reference labels for a domain shipped without any (`weak_references` in the run config).
 
 A small judge's raw probabilities stay in the middle of [0, 1] (0.34-0.78 on `jaws`), while the published grids put
-most of their bins near 0 and 1, so an uncalibrated run can reach only a few middle cells. Platt scaling spreads
-them, and needs labelled texts. Without references, the generator writes them: for each axis, texts asked for at
-each pole ("... Write one whose sentiment is very positive."), labelled with the pole they were asked for. The
-labels are noisy (a 135M model does not always write what it is asked for); Platt scaling needs only that the
-judge's scores separate the two sets on average, and the fit's own report (accuracy, AUC on these texts) says
-how well they do.
+most of their bins near 0 and 1, so an uncalibrated run can reach only a few middle cells. A fitted calibration
+spreads them, and needs labelled texts. Without references, the generator writes them: for each axis, texts asked
+for at each pole ("... Write one whose sentiment is very positive."), labelled with the pole they were asked for.
+The labels are noisy (a 135M model does not always write what it is asked for), so the run calibrates on them by
+`anchors` (`evoforge.judges.calibration`), which needs only that the judge's median scores of the two sets are in
+order; Platt scaling on noisy labels squeezes the scores instead. The fit's own report (accuracy, AUC on these
+texts) says how well the judges separate them.
 """
 
 import numpy as np
