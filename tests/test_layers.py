@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = [  # top first
-    {"evoforge.app", "deployments"},
+    {"app", "deployments"},
     {"flows"},
     {"tasks"},
     {"evoforge.training"},
@@ -63,7 +63,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 
 def project_files() -> list[Path]:
-    folders = ["evoforge", "models", "flows", "tasks", "deployments"]
+    folders = ["app", "evoforge", "models", "flows", "tasks", "deployments"]
     return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
 
 
@@ -95,7 +95,7 @@ def test_models_import_nothing_of_the_project():
     ("models/x.py", "evoforge.core.config"),       # a backend reaching up into the config
     ("evoforge/core/x.py", "evoforge.steps.evolution"),
     ("evoforge/judges/x.py", "evoforge.search.generation"),  # peers
-    ("evoforge/app/x.py", "flows"),  # allowed: the shell runs the flows
+    ("app/x.py", "flows"),  # allowed: the shell runs the flows
 ])
 def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, source, target):
     """The checker itself: an upward or sideways import is reported, a downward one is not."""
@@ -103,5 +103,5 @@ def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, source, targe
     path = tmp_path / source
     path.parent.mkdir(parents=True)
     path.write_text(f"def f():\n    import {target}\n")
-    expected = [] if source.startswith("evoforge/app") else [f"{source}:2"]
+    expected = [] if source.startswith("app") else [f"{source}:2"]
     assert [v.split(" ")[0] for v in violations([path])] == expected

@@ -156,7 +156,7 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "evoforge.app.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_help_and_clear_errors():

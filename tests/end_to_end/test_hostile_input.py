@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from evoforge.app.cli import main
+from app.cli import main
 from evoforge.core.config import RunConfig
 from evoforge.core.domain import MAX_ITEM_CHARS, Domain, DomainError, load_domain
 

@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from evoforge.app.servers import (
+from app.servers import (
     Stack,
     StartupError,
     check_ports,
@@ -274,7 +274,7 @@ def test_ui_started_with_sigint_ignored_stops_within_seconds_with_a_run_in_fligh
     sent SIGINT to each child and gave each 30 s, and the runner it then sent SIGTERM left its flow run Running.
     Now SIGTERM stops it all within seconds, and the run in flight ends Cancelled (or Crashed)."""
     prefect_port, mlflow_port = free_port(), free_port()
-    ui = [sys.executable, "-m", "evoforge.app.cli", "ui", "--prefect-port", str(prefect_port), "--mlflow-port",
+    ui = [sys.executable, "-m", "app.cli", "ui", "--prefect-port", str(prefect_port), "--mlflow-port",
           str(mlflow_port), "--state", str(tmp_path / ".state"), "--cron", ""]
     ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
                 "os.execv(sys.executable, sys.argv[1:])")  # exec keeps an ignored signal ignored

@@ -13,7 +13,7 @@ from conftest import HARNESS_STARTUP_TIMEOUT_S
 
 from evoforge import STARTUP_TIMEOUT_ENV
 from evoforge.core.config import RunConfig
-from evoforge.app.servers import free_port
+from app.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(generations=1, experts=2, batch_size=2, max_new_tokens=8, continue_tokens=0, seed=1)
@@ -34,7 +34,7 @@ def snapshot(folder: Path) -> dict:
 
 
 def test_the_cli_waits_at_least_as_long_as_the_test_harness_and_a_users_value_wins(tmp_path):
-    show = ("import evoforge.app.cli; from prefect.settings import get_current_settings as s; "
+    show = ("import app.cli; from prefect.settings import get_current_settings as s; "
             "print(s().server.ephemeral.startup_timeout_seconds)")
     default = python("-c", show, env=clean_env(tmp_path))
     assert default.returncode == 0, default.stderr
@@ -51,7 +51,7 @@ def test_a_prefect_server_that_cannot_be_reached_is_one_line_and_exit_2_and_runs
     prepare_run(RunConfig(**settings))
     before = snapshot(tmp_path / "runs")
     (tmp_path / "run.json").write_text(json.dumps(settings))
-    command = ("-m", "evoforge.app.cli", "run", "--config", str(tmp_path / "run.json"))
+    command = ("-m", "app.cli", "run", "--config", str(tmp_path / "run.json"))
 
     # The temporary server gets no time to start (0 s: fails on any machine, however fast).
     failed = python(*command, env=clean_env(tmp_path, **{STARTUP_TIMEOUT_ENV: "0"}))
@@ -77,7 +77,7 @@ def test_a_prefect_server_that_cannot_be_reached_is_one_line_and_exit_2_and_runs
 def test_a_server_that_prefect_api_url_names_is_used_when_it_answers(prefect_server):
     from prefect.settings import PREFECT_API_URL
 
-    from evoforge.app.prefect_api import ensure_prefect_api
+    from app.prefect_api import ensure_prefect_api
 
     assert PREFECT_API_URL.value()  # the harness points this process at its own server
     assert ensure_prefect_api() == PREFECT_API_URL.value()
@@ -88,7 +88,7 @@ def test_the_temporary_server_starts_in_a_fresh_checkout(tmp_path):
     """A fresh clone has no .state/: Prefect makes its home without parents, and its server then failed on every
     try to open its database until the start-up timeout (found by running `make run` on a fresh clone)."""
     home = tmp_path / "checkout" / ".state" / "prefect"
-    start = ("import evoforge.app.cli; from evoforge.app.prefect_api import ensure_prefect_api; "
+    start = ("import app.cli; from app.prefect_api import ensure_prefect_api; "
              "print(ensure_prefect_api())")
     started = python("-c", start, env={**clean_env(tmp_path), "PREFECT_HOME": str(home)})
     assert started.returncode == 0, started.stderr

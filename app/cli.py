@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Prefect and torch are imported only once the input is known to be good.
     if args.command in FLOW_COMMANDS:
-        from evoforge.app.prefect_api import PrefectUnavailable, ensure_prefect_api
+        from app.prefect_api import PrefectUnavailable, ensure_prefect_api
 
         try:
             ensure_prefect_api()
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = evaluate_model(**request)
         elif args.command == "ui":
-            from evoforge.app.servers import Stack, StartupError, run_ui
+            from app.servers import Stack, StartupError, run_ui
 
             stack = Stack(args.host, args.prefect_port, args.mlflow_port, Path(args.state))
             try:
