@@ -4,6 +4,7 @@ import re
 import time
 
 import numpy as np
+import torch
 import pytest
 
 from evoforge.core.config import JudgeConfig
@@ -53,6 +54,24 @@ def test_single_token_shortcut_matches_full_scoring(exact_backend):
     full = exact.option_logprobs(prompts, ["yes", "no", "maybe not"])  # multi-token: one row per pair
     assert np.allclose(fast, full[:, :2], atol=1e-4)
     assert (fast < 0).all()
+
+
+def test_scoring_reads_the_same_numbers_as_a_full_forward_pass(exact_backend):
+    """option_logprobs sends only the positions it reads through the output layer (logits_to_keep); in float32
+    that gives what a plain forward pass over every position gives, for single- and multi-token options."""
+    exact = exact_backend
+    prompts = [exact.chat_prompt("Is the sky blue? Answer yes or no."), "The weather today is"]
+    options = ["yes", " sunny and warm"]
+    got = exact.option_logprobs(prompts, options, reuse_prefix=False)
+    tok = exact.tokenizer
+    with torch.inference_mode():
+        for i, prompt in enumerate(prompts):
+            ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            for k, option in enumerate(options):
+                option_ids = tok(option, add_special_tokens=False)["input_ids"]
+                full = exact.model(input_ids=torch.tensor([ids + option_ids])).logits[0].float().log_softmax(-1)
+                want = sum(full[len(ids) - 1 + j, t].item() for j, t in enumerate(option_ids))
+                assert abs(got[i, k] - want) < 1e-3, (prompt, option)
 
 
 def test_bfloat16_paths_agree_within_what_every_bf16_cpu_rounds_to(backend):
