@@ -7,6 +7,8 @@ the rows as JSON to benchmarks/results/<date>-<host>.json. Targets are checked h
 """
 
 import argparse
+import contextlib
+import copy
 import json
 import os
 import statistics
@@ -136,31 +138,140 @@ def _llama_cpp_model(Llama, resolved):
     return _LLAMA["model"]
 
 
-def bench_decode_bound(backend, domain, quick: bool):
+def bench_decode_bound(backends: dict, domain, quick: bool):
     """What bounds decoding: the model's own forward pass for one new token at batch B, with a prefilled KV
     cache and nothing else (no sampling, no stopping criteria). B / step time is the most any generate() loop
-    can reach with this model in this process."""
+    can reach with this model in this process. Beside the default (bfloat16, transformers' dynamic cache): a
+    static cache, the same compiled with torch.compile, PyTorch's dynamic int8 quantisation, and llama.cpp's own
+    batched decoding of the same GGUF; and where one step's time goes, by op kind."""
+    backend = backends["bfloat16"]
     for batch in ([16] if quick else [16, 64]):
         prompts, _ = expert_prompts(domain, 1, batch, 8)
         tok = backend.tokenizer
         tok.padding_side = "left"
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = backend.model(**enc, use_cache=True)
-            cache, next_ids = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-            mask = enc["attention_mask"]
-            steps = 8 if quick else 16
+        steps = 8 if quick else 16
+        group = f"decode bound, batch {batch}"
+        record_step = lambda variant, secs, base=None, **extra: record(  # noqa: E731
+            group, variant, secs, steps * batch, "new tok/s", base, ms_per_step=1000 * secs / steps, **extra)
+        secs = median_of(decode_loop(backend.model, enc, steps, "dynamic"))
+        record_step("forward pass only", secs)
+        if batch == 16:
+            ROWS[-1]["profile_ms_per_step"] = decode_profile(backend.model, enc)
+            print("  " + ", ".join(f"{k} {v:.1f} ms" for k, v in ROWS[-1]["profile_ms_per_step"].items()))
+        secs = median_of(decode_loop(backend.model, enc, steps, "static"))
+        record_step("static KV cache", secs, "forward pass only")
+        if not quick and batch == 16:
+            started = time.perf_counter()
+            compiled = torch.compile(backend.model.forward, dynamic=False)
+            loop = decode_loop(backend.model, enc, steps, "static", forward=compiled)
+            loop()  # compiles (inductor, C++ on the CPU)
+            compile_s = time.perf_counter() - started
+            secs = median_of(loop)
+            record_step("static cache + torch.compile", secs, "forward pass only", compile_s=compile_s)
+            int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(backends["float32"].model), {torch.nn.Linear},
+                                                          dtype=torch.qint8)
+            secs = median_of(decode_loop(int8, enc, steps, "dynamic"))
+            record_step("dynamic int8 (from float32)", secs, "forward pass only",
+                        kl_vs_float32=next_token_kl(backends["float32"].model, int8, enc),
+                        kl_bfloat16_vs_float32=next_token_kl(backends["float32"].model, backend.model, enc))
+        llama = llama_cpp_batched(batch, steps)
+        if llama:
+            record_step("llama.cpp batched decode (same GGUF)", llama["ms_per_step"] * steps / 1000, "forward pass only",
+                        prefill_s=llama["prefill_s"])
 
-            def step_loop():
-                nonlocal cache, next_ids, mask
-                for _ in range(steps):
-                    mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype)], dim=1)
-                    o = backend.model(input_ids=next_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
-                    cache, next_ids = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)
 
-            secs, _ = timed(step_loop, 1, 0)
-        record(f"decode bound, batch {batch}", "forward pass only", secs, steps * batch, "new tok/s", None,
-               ms_per_step=1000 * secs / steps)
+def prefilled(model, enc, steps: int, cache: str):
+    """The prompt's KV cache (`dynamic`: transformers' growing one; `static`: preallocated for `steps` more), the
+    first greedy tokens and the attention mask for the steps to come."""
+    from transformers import DynamicCache, StaticCache
+
+    batch, length = enc["input_ids"].shape
+    kv = StaticCache(config=model.config, max_cache_len=length + steps) if cache == "static" else DynamicCache()
+    mask = torch.cat([enc["attention_mask"], torch.ones((batch, steps), dtype=torch.long)], dim=1)
+    out = model(input_ids=enc["input_ids"], attention_mask=mask[:, :length], past_key_values=kv,
+                cache_position=torch.arange(length), use_cache=True)
+    return kv, out.logits[:, -1:].argmax(-1), mask
+
+
+def decode_steps(forward, kv, next_ids, mask, start: int, steps: int) -> None:
+    """`steps` greedy one-token forward passes after position `start`."""
+    static = getattr(kv, "is_compileable", False)  # transformers marks its static caches so
+    for position in range(start, start + steps):
+        # A static cache takes the whole mask (one shape for every step, so a compiled forward compiles once);
+        # a dynamic one the mask up to the new token.
+        out = forward(input_ids=next_ids, attention_mask=mask if static else mask[:, : position + 1],
+                      past_key_values=kv, cache_position=torch.tensor([position]), use_cache=True)
+        next_ids = out.logits[:, -1:].argmax(-1)
+
+
+def decode_loop(model, enc, steps: int, cache: str, forward=None):
+    """A function that prefills `enc`, runs `steps` decode steps and returns the seconds the steps took (prefill
+    not counted)."""
+
+    @torch.inference_mode()
+    def decode_seconds():
+        kv, next_ids, mask = prefilled(model, enc, steps, cache)
+        started = time.perf_counter()
+        decode_steps(forward or model.forward, kv, next_ids, mask, enc["input_ids"].shape[1], steps)
+        return time.perf_counter() - started
+
+    return decode_seconds
+
+
+def median_of(loop, repeats: int = 2) -> float:
+    """Median decode seconds of a `decode_loop` over `repeats` calls (each prefills anew; prefill is not timed)."""
+    return statistics.median(loop() for _ in range(repeats))
+
+
+def decode_profile(model, enc) -> dict[str, float]:
+    """Milliseconds per decode step by op kind (torch profiler, 4 steps): where one step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        kv, next_ids, mask = prefilled(model, enc, 5, "dynamic")
+        decode_steps(model.forward, kv, next_ids, mask, enc["input_ids"].shape[1], 1)  # warm
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            decode_steps(model.forward, kv, next_ids, mask, enc["input_ids"].shape[1] + 1, 4)
+    kinds = {"matmul (linear layers)": ("aten::mm", "aten::addmm"),
+             "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu",),
+             "KV cache growth (cat)": ("aten::cat",)}
+    events = prof.key_averages()
+    out = {k: sum(e.self_cpu_time_total for e in events if e.key in names) / 4000 for k, names in kinds.items()}
+    total = sum(e.self_cpu_time_total for e in events) / 4000
+    out["everything else (norms, rotary, small ops)"] = total - sum(out.values())
+    out["total"] = total
+    return out
+
+
+def next_token_kl(reference, model, enc) -> float:
+    """Mean KL(reference || model) of the next-token distribution over every prompt position: how much a faster
+    path changes what the model would sample."""
+    with torch.inference_mode():
+        ids, mask = enc["input_ids"][:4], enc["attention_mask"][:4]
+        p = reference(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        q = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        kl = (p.exp() * (p - q)).sum(-1)
+        return float(kl[mask.bool()].mean())
+
+
+def llama_cpp_batched(batch: int, steps: int) -> dict | None:
+    """benchmarks/llama_batched.py in the llama.cpp venv (`make llama-server`), or None where there is none."""
+    import subprocess
+
+    from models.resolve import resolve_model
+
+    python = Path(__file__).resolve().parents[1] / ".venv-llama" / "bin" / "python"
+    if not python.exists():
+        print("  llama.cpp batched decode: no .venv-llama (make llama-server), skipped")
+        return None
+    done = subprocess.run([str(python), str(Path(__file__).with_name("llama_batched.py")),
+                           resolve_model("smollm2").label, "--batch", str(batch), "--steps", str(steps),
+                           "--threads", str(torch.get_num_threads())], capture_output=True, text=True, timeout=900)
+    if done.returncode:
+        print(f"  llama.cpp batched decode failed: {done.stderr[-300:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- 2. judging ------------------------------------------------------------------------------------------------
@@ -196,6 +307,43 @@ def bench_judging(backends: dict, domain, texts: list[str], quick: bool):
                 drift = float(np.mean([np.abs(a - b).mean() for a, b in zip(probs, reference)]))
                 ROWS[-1]["mean_abs_diff_vs_float32"] = drift
                 print(f"  {'':<28} {'  mean |P - P(float32)|':<30} {drift:.4f}")
+    # The default path (bfloat16, prefix reused) beside what it was before only the read positions went through
+    # the output layer, and with larger scoring batches than the CPU default.
+    backend = backends["bfloat16"]
+
+    def default_path(score_batch_size=None):
+        for j in judges:
+            qp = question_prompts(backend, j, axis, texts)
+            backend.option_logprobs(qp.prompts, list(qp.options), score_batch_size=score_batch_size)
+
+    with every_position_through_the_output_layer(backend):
+        secs, _ = timed(default_path, 1 if quick else 3, 1)
+    record(group, "bf16 reused, every position (old)", secs, len(judges) * len(texts), "judgements/s",
+           "generative (score as text)")
+    for size in (None, 32, 64):
+        secs, _ = timed(lambda: default_path(size), 1 if quick else 3, 1)
+        record(group, f"bf16 reused, read positions, {size or 'default'}/batch", secs, len(judges) * len(texts),
+               "judgements/s", "bf16 reused, every position (old)")
+
+
+@contextlib.contextmanager
+def every_position_through_the_output_layer(backend):
+    """The judging path before 2026-11-26, for its baseline row: the output layer and the log-softmax at every
+    position of every row, the read positions picked out afterwards (the same numbers at the old cost)."""
+    model, forward = backend.model, backend.model.forward
+
+    def full(*args, logits_to_keep=0, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits.float().log_softmax(-1)  # what the old path computed over every position
+        if torch.is_tensor(logits_to_keep):
+            out.logits = out.logits[logits_to_keep]
+        return out
+
+    model.forward = full
+    try:
+        yield
+    finally:
+        del model.forward
 
 
 # --- 3. embeddings, archive, Parquet at scale --------------------------------------------------------------------
@@ -270,7 +418,7 @@ def bench_parquet(quick: bool):
                     "quality": rng.random(per_generation), "measure_sentiment": rng.random(per_generation),
                     "inserted": rng.random(per_generation) < 0.01,
                 })
-                store.write_generation(g, part, part.head(20), pd.DataFrame({"generation": [g], "expert_id": [0]}))
+                store.write_generation(g, part, part.head(20), pd.DataFrame({"generation": [g], "expert_id": [0]}), {})
             return store.merge_candidates(n // per_generation)
 
         tracemalloc.start()
@@ -279,6 +427,20 @@ def bench_parquet(quick: bool):
         tracemalloc.stop()
         record(group, "parts + streamed merge", secs, n, "candidates/s", None, peak_mb=peak / 2**20,
                file_mb=Path(path).stat().st_size / 2**20)
+
+
+def bench_memory(quick: bool):
+    """Peak RSS of a subprocess that archives and stores N candidates (benchmarks/memory.py): the memory figure
+    for a long run, Arrow's buffers included (tracemalloc, above, sees only Python's allocations)."""
+    import subprocess
+
+    n = 100_000 if quick else 1_000_000
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("memory.py")), "--candidates", str(n)],
+                          capture_output=True, text=True, timeout=1800, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    record(f"memory {n:,} candidates", "archive + Parquet, peak RSS", time.perf_counter() - started, n,
+           "candidates/s", None, peak_rss_mb=figures["peak_rss_mb"], rss_after_imports_mb=figures["rss_after_imports_mb"])
 
 
 # --- 4. end to end -----------------------------------------------------------------------------------------------
@@ -323,10 +485,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None,
-                        choices=["generation", "judging", "embedding", "archive", "parquet", "e2e"])
+                        choices=["generation", "judging", "embedding", "archive", "parquet", "memory", "e2e"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    chosen = set(args.only or ["generation", "judging", "embedding", "archive", "parquet", "e2e"])
+    chosen = set(args.only or ["generation", "judging", "embedding", "archive", "parquet", "memory", "e2e"])
     machine = machine_info()
     print(f"machine: {machine}")
     print(f"  {'group':<28} {'variant':<30} {'median':>11} {'throughput':>12} {'unit':<14} ratio")
@@ -344,7 +506,7 @@ def main() -> int:
             bench_generation(backends, domain, args.quick)
             if _LLAMA:  # closed here: its destructor fails at interpreter exit
                 _LLAMA.pop("model").close()
-            bench_decode_bound(backends["bfloat16"], domain, args.quick)
+            bench_decode_bound(backends, domain, args.quick)
         if "judging" in chosen:
             bench_judging(backends, domain, texts, args.quick)
     if "embedding" in chosen:
@@ -353,6 +515,8 @@ def main() -> int:
         bench_archive(args.quick)
     if "parquet" in chosen:
         bench_parquet(args.quick)
+    if "memory" in chosen:
+        bench_memory(args.quick)
     if "e2e" in chosen:
         bench_end_to_end(args.quick)
     total = time.perf_counter() - started

@@ -111,7 +111,6 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = str(self.model.device)
-        self.cache_implementation = "dynamic"
 
     @property
     def has_chat_template(self) -> bool:
@@ -152,7 +151,6 @@ class TransformersBackend:
             max_new_tokens=max(budgets),
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            cache_implementation=self.cache_implementation,
         )
         with tqdm(total=max(budgets), desc=desc, unit="step", leave=False) as bar:
             criteria = [PerRowTokenBudget(budgets, prompt_length, self.device), StepProgress(bar)]
