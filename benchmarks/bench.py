@@ -274,6 +274,39 @@ def llama_cpp_batched(batch: int, steps: int) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def bench_linear_floor(quick: bool):
+    """The floor under a decode step: the 211 matrix products of one SmolLM2-135M step (every linear layer and the
+    output layer, random weights of the same shapes) for 16 rows, alone, in bfloat16 and with the CPU kernels that
+    read fewer bytes per weight: weight-only int8 (per output channel) and int4 (groups of 32 with scale and zero,
+    which represents the GGUF's Q4_1 weights exactly)."""
+    rows, group_size = 16, 32
+    shapes = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)] * 30 + [(49152, 576)]
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(o, i, generator=generator, dtype=torch.bfloat16) * 0.02 for o, i in shapes]
+    inputs = {i: torch.randn(rows, i, generator=generator, dtype=torch.bfloat16) for i in (576, 1536)}
+    group = f"linear layers, {rows} rows"
+    weight_mb = sum(w.numel() for w in weights) * 2 / 2**20
+    secs, _ = timed(lambda: [torch.nn.functional.linear(inputs[w.shape[1]], w) for w in weights], 2 if quick else 5)
+    record(group, "bfloat16 (the model's path)", secs, 1, "steps/s", None, weight_gb_per_s=weight_mb / 1024 / secs)
+    int8 = []
+    for w in weights:
+        scale = w.float().abs().amax(1).clamp_min(1e-8) / 127
+        int8.append((torch.round(w.float() / scale[:, None]).to(torch.int8), scale.to(torch.bfloat16)))
+    secs, _ = timed(lambda: [torch.ops.aten._weight_int8pack_mm(inputs[q.shape[1]], q, s) for q, s in int8], 2 if quick else 5)
+    record(group, "weight-only int8", secs, 1, "steps/s", "bfloat16 (the model's path)")
+    int4 = []
+    for w in weights:
+        out, inner = w.shape
+        blocks = w.float().reshape(out, inner // group_size, group_size)
+        low, scale = blocks.amin(-1), ((blocks.amax(-1) - blocks.amin(-1)) / 15).clamp_min(1e-8)
+        q = torch.round((blocks - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32).reshape(out, inner)
+        scale_zero = torch.stack([scale, low + 8 * scale], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        int4.append((torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1), scale_zero, inner))
+    secs, _ = timed(lambda: [torch.ops.aten._weight_int4pack_mm_for_cpu(inputs[i], p, group_size, sz)
+                             for p, sz, i in int4], 2 if quick else 5)
+    record(group, "weight-only int4 (Q4_1 exact)", secs, 1, "steps/s", "bfloat16 (the model's path)")
+
+
 # --- 2. judging ------------------------------------------------------------------------------------------------
 
 
@@ -485,10 +518,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None,
-                        choices=["generation", "judging", "embedding", "archive", "parquet", "memory", "e2e"])
+                        choices=["generation", "linear", "judging", "embedding", "archive", "parquet", "memory", "e2e"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    chosen = set(args.only or ["generation", "judging", "embedding", "archive", "parquet", "memory", "e2e"])
+    chosen = set(args.only or ["generation", "linear", "judging", "embedding", "archive", "parquet", "memory", "e2e"])
     machine = machine_info()
     print(f"machine: {machine}")
     print(f"  {'group':<28} {'variant':<30} {'median':>11} {'throughput':>12} {'unit':<14} ratio")
@@ -509,6 +542,8 @@ def main() -> int:
             bench_decode_bound(backends, domain, args.quick)
         if "judging" in chosen:
             bench_judging(backends, domain, texts, args.quick)
+    if "linear" in chosen:
+        bench_linear_floor(args.quick)
     if "embedding" in chosen:
         bench_embedding(texts, args.quick)
     if "archive" in chosen:

@@ -23,7 +23,12 @@ from evoforge.core.store import RunStore  # noqa: E402
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux carries that over from the
+    parent across fork and exec, so a child of a big process reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: no /proc; KiB there too
 
 
 def main() -> None:
