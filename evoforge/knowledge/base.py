@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from evoforge.knowledge import KnowledgeError
 from evoforge.knowledge.cache import LRUCache
-from evoforge.knowledge.chunking import CHUNK_WORDS, OVERLAP_WORDS, chunk_text
-from evoforge.knowledge.sources import Source
+from evoforge.core.config import CHUNK_WORDS, OVERLAP_WORDS, IngestConfig
+from evoforge.knowledge.chunking import chunk_text
+from evoforge.knowledge.sources import Source, read_sources
 
 KB_ROOT = Path(".state/kb")
 TABLE = "chunks"
@@ -235,3 +236,14 @@ class KnowledgeBase:
             "cache_entries": len(self.cache),
             "bytes_on_disk": sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file()),
         }
+
+
+def open_base(name: str, embed: Callable[[list[str]], np.ndarray] | None = None, **settings) -> KnowledgeBase:
+    """The base a name or path names (kb_folder)."""
+    return KnowledgeBase(kb_folder(name), embed, **settings)
+
+
+def ingest(config: IngestConfig, embed: Callable[[list[str]], np.ndarray] | None = None) -> IngestReport:
+    """Read everything under config.path and add it (the `ingest` flow's steps in one call, for scripts)."""
+    kb = open_base(config.kb, embed, chunk_words=config.chunk_words, overlap_words=config.overlap_words)
+    return kb.add(*read_sources(config.path))

@@ -1,11 +1,9 @@
-"""Overlapping word windows: small enough for MiniLM (it reads 256 word pieces, about 180 words), overlapping so a
-fact cut at a boundary still lies whole in one chunk."""
+"""Overlapping word windows (sizes and why: evoforge.core.config.CHUNK_WORDS), each with its position and hash."""
 
 import hashlib
 from dataclasses import dataclass
 
-CHUNK_WORDS = 120
-OVERLAP_WORDS = 30
+from evoforge.core.config import CHUNK_WORDS, OVERLAP_WORDS
 
 
 @dataclass(frozen=True)

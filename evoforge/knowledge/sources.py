@@ -154,7 +154,7 @@ def read_sources(path: str | Path) -> tuple[list[Source], list[str]]:
     """Every source under `path` (a document, a run folder, or a folder holding documents and runs), and one
     problem line (path: what is wrong and the fix) per file that could not be read. Raises KnowledgeError when
     the path does not exist or holds nothing to ingest."""
-    path = Path(path)
+    path = Path(path).absolute()  # one file is one source whichever folder it was added from
     if not path.exists():
         raise KnowledgeError(f"{path} does not exist: give a document ({', '.join(DOCUMENT_SUFFIXES)}), a folder of "
                              "them, a run folder (with archive.parquet) or an ask run folder (with answers.parquet)")
