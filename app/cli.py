@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"{tfields[field].description} (default: {tfields[field].default})".replace("%", "%%"))
     ask.add_argument("--config", help="JSON file with TournamentConfig fields; flags given here override it")
 
+    chat = commands.add_parser("chat", help="a conversation with the experts in this terminal (optionally from a "
+                               "knowledge base); /reward R rates the last answer; quit or Ctrl-D leaves")
+    for flag, field, kind in ASK_FLAGS:
+        if field not in ("context", "min_iterations", "max_iterations", "reward_threshold", "external_reward",
+                         "external_reward_file", "wait_for_reward_s"):  # one answer per turn, rewards typed
+            chat.add_argument(f"--{flag}", dest=field, type=kind, default=None,
+                              help=f"{tfields[field].description} (default: {tfields[field].default})".replace("%", "%%"))
+    chat.add_argument("--config", help="JSON file with TournamentConfig fields; flags given here override it")
+
     sc = commands.add_parser("score", help="score texts with a run's judges and guards (check a judge before a run)")
     sc.add_argument("--domain", default="opinions", help="domain whose questions and references the judges use")
     sc.add_argument("--input", required=True, help="a .txt file (one text a line) or a .csv file with a text column")
@@ -147,7 +156,7 @@ ASK_FLAGS = [
     ("reward-file", "external_reward_file", str), ("wait-for-reward", "wait_for_reward_s", int),
     ("max-new-tokens", "max_new_tokens", int), ("seed", "seed", int), ("out", "out", str),
     ("run-name", "run_name", str), ("selection", "selection", str), ("value-signal", "value_signal", str),
-    ("device", "device", str),
+    ("device", "device", str), ("kb", "kb", str), ("kb-k", "kb_k", int), ("kb-context-chars", "kb_context_chars", int),
 ]
 
 
@@ -165,8 +174,8 @@ def read_config_file(path: str | None, model: type) -> dict:
 
 def tournament_config(args: argparse.Namespace) -> TournamentConfig:
     values = read_config_file(args.config, TournamentConfig)
-    values["instruction"] = args.instruction
-    values.update({field: getattr(args, field) for _, field, _ in ASK_FLAGS if getattr(args, field) is not None})
+    values["instruction"] = getattr(args, "instruction", "chat")  # a chat's instruction is each message
+    values.update({field: getattr(args, field) for _, field, _ in ASK_FLAGS if getattr(args, field, None) is not None})
     return TournamentConfig.model_validate(values)
 
 
@@ -177,6 +186,10 @@ def print_answer(summary: dict) -> None:
     print("Scores: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["scores"].items()))
     print("Expert values: " + ", ".join(f"{k}: {v:+.3f}" for k, v in summary["values"].items()))
     print(f"Iterations: {summary['iterations']}, total reward {summary['total_reward']:.2f}")
+    if summary.get("sources"):
+        from evoforge.knowledge.records import sources_markdown
+
+        print("Sources:\n" + sources_markdown(summary["sources"]))
     print(f"Saved: {summary['run_dir']} (answers, experts), population {summary['population_file']}")
 
 
@@ -283,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             request = evaluate_request(args)
             load_domain(request["domain"]).check_files()
-        elif args.command == "ask":
+        elif args.command in ("ask", "chat"):
             request = tournament_config(args)
+            if request.kb:  # an empty or missing base is said before the server starts
+                from evoforge.knowledge.base import open_base
+
+                open_base(request.kb).check_not_empty()
         elif args.command == "score":
             from evoforge.steps.scoring import read_texts
 
@@ -362,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             for problem in summary["problems"]:
                 print(f"evoforge: not ingested: {problem}", file=sys.stderr)
             return 2 if summary["problems"] else 0
+        elif args.command == "chat":
+            from app.chat import run_chat
+
+            return run_chat(request)
         elif args.command == "ask":
             from flows.tournament import moe_tournament
 

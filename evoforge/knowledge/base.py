@@ -202,12 +202,15 @@ class KnowledgeBase:
             self.cache.put_vector(key, vector)
         return vector
 
-    def search(self, query: str, k: int = 5, **filters) -> list[Passage]:
-        """The k chunks most similar (cosine) to the query among those the filters select."""
+    def check_not_empty(self) -> None:
         table = self._table()
         if table is None or table.count_rows() == 0:
             raise KnowledgeError(f"knowledge base {self.folder} is empty: add documents first "
                                  f"(evoforge kb add PATH --kb {self.folder})")
+
+    def search(self, query: str, k: int = 5, **filters) -> list[Passage]:
+        """The k chunks most similar (cosine) to the query among those the filters select."""
+        self.check_not_empty()
         return self.search_vector(self.query_vector(query), k, **filters)
 
     def search_vector(self, vector: np.ndarray, k: int = 5, **filters) -> list[Passage]:

@@ -13,14 +13,20 @@ RECORDS_FILE = "records.jsonl"
 def source_list(passages: list[Passage]) -> list[dict]:
     """The numbered sources as cited in answers ([n])."""
     return [{"n": n, "source": p.source, "kind": p.kind, "part": p.part, "position": p.position,
-             "similarity": round(p.similarity, 4)} for n, p in enumerate(passages, 1)]
+             "similarity": round(p.similarity, 4), "citation": p.citation()} for n, p in enumerate(passages, 1)]
 
 
-def record(query: str, passages: list[Passage], answer: str, reward: float | None, origin: str, run: str,
+def sources_markdown(sources: list[dict]) -> str:
+    """The Sources list under an answer (best_answer.md, the Prefect artifact, the chat)."""
+    return "\n".join(f"[{s['n']}] {s['citation']}  " for s in sources)
+
+
+def record(query: str, sources: list[dict], answer: str, reward: float | None, origin: str, run: str,
            context: str = "") -> dict:
-    """One record; `context` is the condensed passages the answer was written from."""
+    """One record; `sources` as source_list gives them, `context` the condensed passages the answer was written
+    from."""
     reward = None if reward is None or (isinstance(reward, float) and math.isnan(reward)) else float(reward)
-    return {"query": query, "context": context, "sources": source_list(passages), "answer": answer,
+    return {"query": query, "context": context, "sources": sources, "answer": answer,
             "reward": reward, "origin": origin, "run": run}
 
 

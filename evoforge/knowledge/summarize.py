@@ -49,6 +49,8 @@ def condense(kb: KnowledgeBase, query: str, passages: list[Passage], budget_char
     chosen, used = [], 0
     for j in np.argsort(-relevance, kind="stable"):
         sentence = candidates[j][2]
+        if any(sentence in candidates[c][2] or candidates[c][2] in sentence for c in chosen):
+            continue  # overlapping chunks repeat sentences (or cut one short): say each once
         if used + len(sentence) + 1 > budget_chars:
             if not chosen:  # the best sentence alone is over the budget: keep its head
                 chosen.append(j)
