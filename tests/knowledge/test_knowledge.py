@@ -283,3 +283,24 @@ def test_a_failure_while_replacing_keeps_the_old_chunks(tmp_path, embedder):
         KnowledgeBase(tmp_path / "kb", embed=failing).add(*read_sources(docs))
     found = healthy.search("How often does Comet Dralis return?", k=5)
     assert len(found) == 1 and "every 41 years" in found[0].text
+
+
+# --- the CLI (no model, no server) ------------------------------------------------------------------------------
+
+def test_cli_exports_records_and_refuses_bad_input(tmp_path, capsys):
+    from app.cli import main
+
+    write_records([record("q1", [], "a1", 0.8, "ask", "ask-1")], tmp_path / "runs" / "ask-1" / "records.jsonl")
+    write_records([record("q2", [], "a2", None, "chat", "chat-1")], tmp_path / "runs" / "chat-1" / "records.jsonl")
+    out = tmp_path / "export.jsonl"
+    assert main(["kb", "export", "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert "exported 2 records (1 rated)" in capsys.readouterr().out
+    assert [json.loads(line)["query"] for line in out.read_text().splitlines()] == ["q1", "q2"]
+    assert main(["kb", "export", "--runs", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "--runs" in capsys.readouterr().err
+    assert main(["kb", "search", "anything", "--kb", str(tmp_path / "kb")]) == 2
+    assert f"knowledge base {tmp_path / 'kb'} is empty" in capsys.readouterr().err
+    assert main(["kb", "add", str(tmp_path / "missing"), "--kb", str(tmp_path / "kb")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    assert main(["kb", "add", str(tmp_path), "--kb", str(tmp_path / "kb"), "--overlap-words", "500"]) == 2
+    assert "invalid settings: --overlap-words" in capsys.readouterr().err
