@@ -7,6 +7,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,11 +154,17 @@ def test_lru_cache_evicts_least_recently_used_and_survives_a_restart(tmp_path):
     cache.put_text("d", "D")  # evicts b, the least recently used
     assert "b" not in cache and len(cache) == 3
     cache.put_vector("v", np.array([0.25, -1.0], dtype=np.float32))
-    del cache
+    cache.close()
     reopened = LRUCache(tmp_path / "cache.sqlite", capacity=3)  # a new process would open it the same way
     assert "c" not in reopened and reopened.text("a") == "A" and reopened.text("d") == "D"
     np.testing.assert_array_equal(reopened.vector("v"), [0.25, -1.0])
     assert reopened.text("nothing") is None and reopened.hits == 3 and reopened.misses == 1
+    reopened.close()
+    # And in another process, as after a restart of the program:
+    script = (f"from evoforge.knowledge.cache import LRUCache; c = LRUCache({str(tmp_path / 'cache.sqlite')!r}, 3); "
+              "print(c.text('a'), c.text('d'), 'b' in c)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["A", "D", "False"]
 
 
 # --- records --------------------------------------------------------------------------------------------------
