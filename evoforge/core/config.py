@@ -225,6 +225,11 @@ class RunConfig(_Config):
     task_timeout_s: float = Field(
         3600, gt=0, description="Seconds a generation's model-calling task may take before it is stopped and retried"
     )
+    seed_kb: str | None = Field(
+        None, description="Knowledge base whose passages nearest each niche join the seed pool that LMX draws "
+        "few-shot examples from (a name under .state/kb/, or a folder path); empty: the domain's pool only",
+    )
+    seed_kb_per_niche: int = Field(1, ge=1, le=20, description="Passages taken from seed_kb per niche")
     knowledge_base: str | None = Field(
         None, description="After the run, add its elites to this knowledge base (a name under .state/kb/, or a "
         "folder path); empty: none",
@@ -342,8 +347,8 @@ class TournamentConfig(_Config):
     )
     kb_k: int = Field(4, ge=1, le=50, description="Passages retrieved from the knowledge base")
     kb_context_chars: int = Field(
-        800, ge=100, le=20_000, description="Characters of condensed passages put into the experts' prompts (the "
-        "135M model reads 2,048 tokens in all)",
+        800, ge=100, le=20_000, description="Characters of condensed passages put into the experts' prompts (a "
+        "small model follows a short prompt better, and every prompt token costs time on a CPU)",
     )
     experiment: str = Field("evoforge-ask", min_length=1, description="MLflow experiment name")
 

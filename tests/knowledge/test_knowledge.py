@@ -312,3 +312,29 @@ def test_cli_exports_records_and_refuses_bad_input(tmp_path, capsys):
     assert "missing does not exist" in capsys.readouterr().err
     assert main(["kb", "add", str(tmp_path), "--kb", str(tmp_path / "kb"), "--overlap-words", "500"]) == 2
     assert "invalid settings: --overlap-words" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_knowledge_base_seeds_the_pool_of_an_evolution_run(tmp_path, embedder):
+    """Retrieval for evolution: the passages nearest each niche join the seed pool LMX draws examples from."""
+    from evoforge.core.config import RunConfig
+    from evoforge.core.domain import load_domain
+    from evoforge.knowledge.examples import EXAMPLE_WORDS, niche_examples, niche_query
+    from evoforge.steps.evolution import prepare_run
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "love.txt").write_text("I adore fresh spinach and roasted carrots; every green meal makes me happy. " * 3)
+    (docs / "hate.txt").write_text("Boiled broccoli is disgusting and I refuse to eat soggy vegetables ever again.")
+    (docs / "bridge.txt").write_text("Corrin Bridge has a main span of 1,120 metres and opened in 1998.")
+    kb = KnowledgeBase(tmp_path / "kb", embed=embedder.embed)
+    kb.add(*read_sources(docs))
+    opinions = load_domain("opinions")
+    assert "sentiment is" in niche_query(opinions, [0])
+    examples = niche_examples(kb, opinions, per_niche=2)
+    assert len(examples) == len(set(examples)) and all(len(e.split()) <= EXAMPLE_WORDS for e in examples)
+    assert not any("Corrin" in e for e in examples)  # a passage off the domain is nearest to no niche
+    assert any("broccoli" in e for e in examples) and any("spinach" in e for e in examples)
+    state = prepare_run(RunConfig(domain="opinions", out=str(tmp_path / "runs"), run_name="seeded",
+                                  seed_kb=str(tmp_path / "kb"), seed_kb_per_niche=2))
+    assert state.pool[-len(examples):] == examples and len(state.pool) == len(opinions.load_pool()) + len(examples)
