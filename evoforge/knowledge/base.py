@@ -117,14 +117,25 @@ class KnowledgeBase:
 
     def __init__(self, folder: str | Path, embed: Callable[[list[str]], np.ndarray] | None = None,
                  cache_capacity: int = 4096, chunk_words: int = CHUNK_WORDS, overlap_words: int = OVERLAP_WORDS):
-        import lancedb  # heavy import, only when a base is opened
-
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = lancedb.connect(str(self.folder))
-        self.cache = LRUCache(self.folder / "cache.sqlite", cache_capacity)
-        self._embed = embed
+        self._embed, self._db, self._cache, self.cache_capacity = embed, None, None, cache_capacity
         self.chunk_words, self.overlap_words = chunk_words, overlap_words
+
+    # The folder is made by the first write, not on opening: a mistyped name in a search leaves nothing behind.
+    @property
+    def db(self):
+        if self._db is None:
+            import lancedb  # heavy import, only when a base is used
+
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(str(self.folder))
+        return self._db
+
+    @property
+    def cache(self) -> LRUCache:
+        if self._cache is None:
+            self._cache = LRUCache(self.folder / "cache.sqlite", self.cache_capacity)
+        return self._cache
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if self._embed is None:
@@ -134,6 +145,8 @@ class KnowledgeBase:
         return np.asarray(self._embed(texts), dtype=np.float32)
 
     def _table(self, create: bool = False):
+        if not create and not self.folder.is_dir():
+            return None
         if TABLE in self.db.list_tables().tables:
             return self.db.open_table(TABLE)
         return self.db.create_table(TABLE, schema=SCHEMA) if create else None
@@ -236,8 +249,9 @@ class KnowledgeBase:
             "by_kind": {} if frame is None else frame["kind"].value_counts().to_dict(),
             "domains": [] if frame is None else sorted(d for d in frame["domain"].unique() if d),
             "runs": [] if frame is None else sorted(r for r in frame["run"].unique() if r),
-            "cache_entries": len(self.cache),
-            "bytes_on_disk": sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file()),
+            "cache_entries": len(self.cache) if (self.folder / "cache.sqlite").is_file() else 0,
+            "bytes_on_disk": sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+            if self.folder.is_dir() else 0,
         }
 
 

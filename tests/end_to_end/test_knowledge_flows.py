@@ -167,3 +167,19 @@ def test_chat_prompt_keeps_the_last_turns(tmp_path):
         "User: My name is Ilse.\nAssistant: Hello Ilse.\nUser: What is my name?"
     session.turns += [{"message": f"m{i}", "answer": f"a{i}"} for i in range(HISTORY_TURNS)]
     assert "Ilse" not in session.conversation("Again?")  # older turns fall out of the small model's context
+
+
+@pytest.mark.slow
+def test_a_run_adds_its_elites_to_a_knowledge_base(prefect_server, backend, embedder, tmp_path):
+    """The nightly path: a run with knowledge_base set ingests its archive after the last generation."""
+    from evoforge.core.config import RunConfig
+    from flows.evolution import evolution_run
+
+    kb = tmp_path / "kb"
+    summary = evolution_run(RunConfig(generations=1, experts=2, batch_size=4, max_new_tokens=16, continue_tokens=8,
+                                      seed=3, out=str(tmp_path / "runs"), run_name="nightly-kb", knowledge_base=str(kb)))
+    elites = pd.read_parquet(tmp_path / "runs" / "nightly-kb" / "archive.parquet")
+    assert summary["knowledge_base"]["added_sources"] == 1 and summary["knowledge_base"]["added_chunks"] >= len(elites)
+    found = KnowledgeBase(kb, embed=embedder.embed).search("vegetables", k=1, kind="elite", run="nightly-kb")
+    assert found[0].domain == "opinions" and found[0].niche.startswith("sentiment=")
+    assert found[0].text.split()[:5] == elites.loc[elites["text"].str.startswith(found[0].text[:20]), "text"].iloc[0].split()[:5]

@@ -308,6 +308,9 @@ def test_cli_exports_records_and_refuses_bad_input(tmp_path, capsys):
     assert "--runs" in capsys.readouterr().err
     assert main(["kb", "search", "anything", "--kb", str(tmp_path / "kb")]) == 2
     assert f"knowledge base {tmp_path / 'kb'} is empty" in capsys.readouterr().err
+    assert not (tmp_path / "kb").exists()  # a search leaves no folder behind
+    assert main(["kb", "stats", "--kb", str(tmp_path / "kb")]) == 0
+    assert json.loads(capsys.readouterr().out)["chunks"] == 0
     assert main(["kb", "add", str(tmp_path / "missing"), "--kb", str(tmp_path / "kb")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
     assert main(["kb", "add", str(tmp_path), "--kb", str(tmp_path / "kb"), "--overlap-words", "500"]) == 2
