@@ -9,7 +9,7 @@ in step (benchmarks/kb_bench.py measures both: FAISS searches faster, both far b
 import math
 import time
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -84,12 +84,7 @@ class IngestReport:
     removed_chunks: int = 0
     seconds_embedding: float = 0.0
     seconds_writing: float = 0.0
-    problems: list[str] = None
-
-    def line(self) -> str:
-        done = (f"{self.added_chunks} chunks from {self.added_sources} new and {self.replaced_sources} changed "
-                f"sources ({self.removed_chunks} old chunks replaced); {self.unchanged_sources} unchanged, skipped")
-        return done + "".join(f"\n  not ingested: {p}" for p in self.problems or [])
+    problems: list[str] = field(default_factory=list)  # one line per source left out: its path and the fix
 
 
 def sql_text(value: str) -> str:
