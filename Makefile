@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-kb science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ science: install
 # (ASK_BENCH_ARGS=--quick for a smoke run of about a minute)
 bench-ask: install
 	$(PY) benchmarks/ask_bench.py $(ASK_BENCH_ARGS)
+
+# The knowledge base: retrieval on data/kb's labelled questions, ingest and query at 10k/100k chunks, ask with and
+# without it (KB_BENCH_ARGS="--scales 10000 --ask-tasks 2" for a few minutes)
+bench-kb: install
+	$(PY) benchmarks/kb_bench.py $(KB_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

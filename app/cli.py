@@ -7,6 +7,8 @@
     evoforge judges --domain opinions [--calibration platt]
     evoforge score --domain opinions --input texts.txt --output scores.csv
     evoforge ui [--cron "0 2 * * *" --timezone Europe/Berlin]
+    evoforge kb add PATH | search QUERY | stats | export --out FILE   [--kb NAME]
+    evoforge chat [--kb NAME]
 """
 
 import argparse
@@ -17,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from evoforge.core.budget import BudgetConfig
-from evoforge.core.config import EvaluateConfig, FinetuneConfig, RunConfig, TournamentConfig
+from evoforge.core.config import EvaluateConfig, FinetuneConfig, IngestConfig, RunConfig, TournamentConfig
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
 RUN_FLAGS = {
@@ -88,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"{tfields[field].description} (default: {tfields[field].default})".replace("%", "%%"))
     ask.add_argument("--config", help="JSON file with TournamentConfig fields; flags given here override it")
 
+    chat = commands.add_parser("chat", help="a conversation with the experts in this terminal (optionally from a "
+                               "knowledge base); /reward R rates the last answer; quit or Ctrl-D leaves")
+    for flag, field, kind in ASK_FLAGS:
+        if field not in ("context", "min_iterations", "max_iterations", "reward_threshold", "external_reward",
+                         "external_reward_file", "wait_for_reward_s"):  # one answer per turn, rewards typed
+            chat.add_argument(f"--{flag}", dest=field, type=kind, default=None,
+                              help=f"{tfields[field].description} (default: {tfields[field].default})".replace("%", "%%"))
+    chat.add_argument("--config", help="JSON file with TournamentConfig fields; flags given here override it")
+
     sc = commands.add_parser("score", help="score texts with a run's judges and guards (check a judge before a run)")
     sc.add_argument("--domain", default="opinions", help="domain whose questions and references the judges use")
     sc.add_argument("--input", required=True, help="a .txt file (one text a line) or a .csv file with a text column")
@@ -100,6 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     jd.add_argument("--kind", choices=["logprob", "generative", "label"], default="logprob")
     jd.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     jd.add_argument("--device", default="auto", help="where the judges compute: auto, cpu, cuda, cuda:N")
+
+    kb = commands.add_parser("kb", help="a knowledge base: add sources, search it, its statistics, export records")
+    actions = kb.add_subparsers(dest="kb_command", required=True)
+    kb_flag = dict(default="default", help="knowledge base: a name (.state/kb/<name>) or a folder path (default: default)")
+    add = actions.add_parser("add", help="add documents, a run's elites or ask answers (runs the ingest flow)")
+    add.add_argument("path", help=IngestConfig.model_fields["path"].description)
+    add.add_argument("--kb", **kb_flag)
+    add.add_argument("--chunk-words", type=int, default=IngestConfig.model_fields["chunk_words"].default)
+    add.add_argument("--overlap-words", type=int, default=IngestConfig.model_fields["overlap_words"].default)
+    search = actions.add_parser("search", help="the passages most similar to a query")
+    search.add_argument("query")
+    search.add_argument("--kb", **kb_flag)
+    search.add_argument("-k", type=int, default=5, help="passages to show (default: 5)")
+    for name in ("kind", "source", "domain", "run", "niche"):
+        search.add_argument(f"--{name}", help=f"only chunks whose {name} is this" +
+                            (" (a path prefix)" if name == "source" else "") +
+                            (": document, elite or answer" if name == "kind" else ""))
+    stats = actions.add_parser("stats", help="chunks, sources and cache of a knowledge base")
+    stats.add_argument("--kb", **kb_flag)
+    export = actions.add_parser("export", help="query / sources / answer / reward records of ask and chat runs as JSONL")
+    export.add_argument("--out", required=True, help="the JSONL file to write")
+    export.add_argument("--runs", default="runs", help="folder holding the ask and chat runs (default: runs)")
+    export.add_argument("--rated-only", action="store_true", help="only records with a reward")
 
     ui = commands.add_parser("ui", help="start the Prefect and MLflow servers and the deployment runner")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
@@ -122,7 +156,7 @@ ASK_FLAGS = [
     ("reward-file", "external_reward_file", str), ("wait-for-reward", "wait_for_reward_s", int),
     ("max-new-tokens", "max_new_tokens", int), ("seed", "seed", int), ("out", "out", str),
     ("run-name", "run_name", str), ("selection", "selection", str), ("value-signal", "value_signal", str),
-    ("device", "device", str),
+    ("device", "device", str), ("kb", "kb", str), ("kb-k", "kb_k", int), ("kb-context-chars", "kb_context_chars", int),
 ]
 
 
@@ -140,8 +174,8 @@ def read_config_file(path: str | None, model: type) -> dict:
 
 def tournament_config(args: argparse.Namespace) -> TournamentConfig:
     values = read_config_file(args.config, TournamentConfig)
-    values["instruction"] = args.instruction
-    values.update({field: getattr(args, field) for _, field, _ in ASK_FLAGS if getattr(args, field) is not None})
+    values["instruction"] = getattr(args, "instruction", "chat")  # a chat's instruction is each message
+    values.update({field: getattr(args, field) for _, field, _ in ASK_FLAGS if getattr(args, field, None) is not None})
     return TournamentConfig.model_validate(values)
 
 
@@ -152,6 +186,10 @@ def print_answer(summary: dict) -> None:
     print("Scores: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["scores"].items()))
     print("Expert values: " + ", ".join(f"{k}: {v:+.3f}" for k, v in summary["values"].items()))
     print(f"Iterations: {summary['iterations']}, total reward {summary['total_reward']:.2f}")
+    if summary.get("sources"):
+        from evoforge.knowledge.records import sources_markdown
+
+        print("Sources:\n" + sources_markdown(summary["sources"]))
     print(f"Saved: {summary['run_dir']} (answers, experts), population {summary['population_file']}")
 
 
@@ -209,8 +247,35 @@ def evaluate_request(args: argparse.Namespace) -> dict:
     return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed, out=args.out)
 
 
+def print_passages(passages) -> None:
+    for n, p in enumerate(passages, 1):
+        extra = "".join(f", {k} {v}" for k, v in (("domain", p.domain), ("run", p.run), ("niche", p.niche)) if v)
+        print(f"[{n}] {p.citation()}{extra}\n    {p.text[:400]}{'...' if len(p.text) > 400 else ''}")
+
+
+def kb_command(args: argparse.Namespace) -> int:
+    """`kb search`, `kb stats`, `kb export`: no flow, no Prefect server (`kb add` runs the ingest flow)."""
+    from evoforge.knowledge.base import open_base
+    from evoforge.knowledge.records import collect_records, write_records
+
+    if args.kb_command == "search":
+        filters = {name: getattr(args, name) for name in ("kind", "source", "domain", "run", "niche")}
+        if filters["source"] and Path(filters["source"]).exists():  # sources are stored as absolute paths
+            filters["source"] = str(Path(filters["source"]).absolute())
+        print_passages(open_base(args.kb).search(args.query, args.k, **filters))
+    elif args.kb_command == "stats":
+        print(json.dumps(open_base(args.kb).stats(), indent=2))
+    else:
+        if not Path(args.runs).is_dir():
+            raise ValueError(f"--runs {args.runs}: not a folder; give the folder that holds the ask and chat runs")
+        records = collect_records(args.runs, args.rated_only)
+        write_records(records, args.out)
+        print(f"exported {len(records)} records ({sum(r['reward'] is not None for r in records)} rated) to {args.out}")
+    return 0
+
+
 # The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
-FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask")
+FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask", "kb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,14 +296,26 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             request = evaluate_request(args)
             load_domain(request["domain"]).check_files()
-        elif args.command == "ask":
+        elif args.command in ("ask", "chat"):
             request = tournament_config(args)
+            if request.kb:  # an empty or missing base is said before the server starts
+                from evoforge.knowledge.base import open_base
+
+                open_base(request.kb).check_not_empty()
         elif args.command == "score":
             from evoforge.steps.scoring import read_texts
 
             values = read_config_file(args.config, RunConfig)
             request = (RunConfig.model_validate({**values, "domain": args.domain}), read_texts(args.input))
             load_domain(args.domain).check_files()
+        elif args.command == "kb" and args.kb_command == "add":
+            from evoforge.knowledge.sources import read_sources
+
+            request = IngestConfig(path=args.path, kb=args.kb, chunk_words=args.chunk_words,
+                                   overlap_words=args.overlap_words)
+            read_sources(request.path)  # a missing path or nothing to ingest is said before the server starts
+        elif args.command == "kb":
+            return kb_command(args)
         elif args.command == "ui":
             request = json.loads(args.parameters)
             if "config" in request:
@@ -292,6 +369,20 @@ def main(argv: list[str] | None = None) -> int:
             flagged = int(scores["flagged"].sum()) if "flagged" in scores else 0
             print(f"scored {len(scores)} texts -> {args.output} ({flagged} flagged by the judge-gaming guards)")
             return 0
+        elif args.command == "kb":
+            from flows.ingest import ingest
+
+            summary = ingest(request)
+            print(f"knowledge base {request.kb}: {summary['added_chunks']} chunks added from "
+                  f"{summary['added_sources']} new and {summary['replaced_sources']} changed sources, "
+                  f"{summary['unchanged_sources']} unchanged skipped; now {summary['stats']['chunks']} chunks")
+            for problem in summary["problems"]:
+                print(f"evoforge: not ingested: {problem}", file=sys.stderr)
+            return 2 if summary["problems"] else 0
+        elif args.command == "chat":
+            from app.chat import run_chat
+
+            return run_chat(request)
         elif args.command == "ask":
             from flows.tournament import moe_tournament
 

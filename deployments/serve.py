@@ -20,6 +20,7 @@ from prefect.schedules import Cron
 
 from flows.evolution import evolution_run
 from flows.finetune import evaluate_model, finetune_model
+from flows.ingest import EXAMPLE as INGEST_EXAMPLE, ingest
 from flows.tournament import EXAMPLE, moe_tournament
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -27,7 +28,7 @@ TIMEZONE = "UTC"
 
 
 def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: dict | None = None) -> list:
-    """The deployments: a nightly evolution run, and on-demand tournament, finetune and evaluate flows. Each runs
+    """The deployments: a nightly evolution run, and on-demand tournament, finetune, evaluate and ingest flows. Each runs
     at most one at a time (the models are large next to 2 cores)."""
     return [
         evolution_run.to_deployment(
@@ -41,6 +42,10 @@ def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: 
         ),
         finetune_model.to_deployment(name="finetune", concurrency_limit=1, tags=["evoforge"]),
         evaluate_model.to_deployment(name="evaluate", concurrency_limit=1, tags=["evoforge"]),
+        ingest.to_deployment(
+            name="ingest", concurrency_limit=1, parameters={"config": INGEST_EXAMPLE.model_dump(mode="json")},
+            tags=["evoforge"], description="Add documents, a run's elites or ask answers to a knowledge base.",
+        ),
     ]
 
 

@@ -13,7 +13,7 @@ from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evoforge.core.budget import exhausted as budget_exhausted
-from evoforge.core.config import RunConfig
+from evoforge.core.config import IngestConfig, RunConfig
 from evoforge.judges.panel import Panel
 from evoforge.steps.evolution import RunState, join_expert, open_tracking
 from evoforge.steps.run_metrics import generation_metrics
@@ -115,6 +115,10 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
         tracker.log_metrics(backend_stats(backends), step=state.completed)
         summary = finish_run(state, tracker)
     publish_summary(state, summary)
+    if config.knowledge_base:  # each night's elites become knowledge (a subflow: its own run and report)
+        from flows.ingest import ingest
+
+        summary["knowledge_base"] = ingest(IngestConfig(path=str(state.store.root), kb=config.knowledge_base))
     logger.info("run %s: QD score %.3f, coverage %.1f%%", summary["run_name"], summary["qd_score"], 100 * summary["coverage"])
     if stopped_by:
         summary["stopped_by"] = stopped_by

@@ -80,7 +80,7 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
                 break
         summary = finish_tournament(state, panel, backends)
         tracker.log_metrics(backend_stats(backends), step=len(state.iterations))
-        for name in ("answers.parquet", "experts.parquet", "iterations.parquet", "best_answer.md"):
+        for name in ("answers.parquet", "experts.parquet", "iterations.parquet", "best_answer.md", "records.jsonl"):
             tracker.log_artifact(state.root / name, "tournament")
         tracker.finish("FINISHED")
     summary["mlflow_run_id"] = tracker.run_id

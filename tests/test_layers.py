@@ -5,11 +5,12 @@
     tasks                 thin Prefect wrappers over the steps
     evoforge.training     finetune data, training driving, evaluation and promotion
     evoforge.steps        the steps of a run, an `ask` and `score`: plain functions over the layers below
-    evoforge.judges | evoforge.search   the judges, calibration and selection | generation plans and strategies
+    evoforge.judges | evoforge.search | evoforge.knowledge   the judges, calibration and selection | generation plans
+                          and strategies | the knowledge base (chunks, embeddings, retrieval)
     evoforge.core         domain, archive, experts, config, store, tracking
     models                the backends (one protocol), embedder, trainer: imports nothing of the project
 
-A module may import its own package and any layer below; peers (judges, search) do not import each other.
+A module may import its own package and any layer below; peers (judges, search, knowledge) do not import each other.
 Run it alone: `pytest tests/test_layers.py` (no model loads; a second).
 """
 
@@ -26,7 +27,7 @@ LAYERS = [  # top first
     {"tasks"},
     {"evoforge.training"},
     {"evoforge.steps"},
-    {"evoforge.judges", "evoforge.search"},
+    {"evoforge.judges", "evoforge.search", "evoforge.knowledge"},
     {"evoforge.core"},
     {"models"},
     {"evoforge"},  # the package's face: environment defaults only

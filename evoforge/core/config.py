@@ -225,6 +225,15 @@ class RunConfig(_Config):
     task_timeout_s: float = Field(
         3600, gt=0, description="Seconds a generation's model-calling task may take before it is stopped and retried"
     )
+    seed_kb: str | None = Field(
+        None, description="Knowledge base whose passages nearest each niche join the seed pool that LMX draws "
+        "few-shot examples from (a name under .state/kb/, or a folder path); empty: the domain's pool only",
+    )
+    seed_kb_per_niche: int = Field(1, ge=1, le=20, description="Passages taken from seed_kb per niche")
+    knowledge_base: str | None = Field(
+        None, description="After the run, add its elites to this knowledge base (a name under .state/kb/, or a "
+        "folder path); empty: none",
+    )
     experiment: str = Field("evoforge", min_length=1, description="MLflow experiment name")
 
     @model_validator(mode="after")
@@ -331,6 +340,16 @@ class TournamentConfig(_Config):
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="Where models compute: auto, cpu, cuda, cuda:N")
     out: str = Field("runs", description="Folder that holds runs/<run name>/ with the Parquet files")
     run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the run")
+    kb: str | None = Field(
+        None, description="Knowledge base to answer from (a name under .state/kb/, or a folder path): passages "
+        "retrieved for the task go into the experts' prompts, a groundedness question joins the judges' panel, and "
+        "best_answer.md cites the sources; empty: none",
+    )
+    kb_k: int = Field(4, ge=1, le=50, description="Passages retrieved from the knowledge base")
+    kb_context_chars: int = Field(
+        800, ge=100, le=20_000, description="Characters of condensed passages put into the experts' prompts (a "
+        "small model follows a short prompt better, and every prompt token costs time on a CPU)",
+    )
     experiment: str = Field("evoforge-ask", min_length=1, description="MLflow experiment name")
 
     @model_validator(mode="after")
@@ -343,3 +362,27 @@ class TournamentConfig(_Config):
 
     def sampling_ranges(self) -> SamplingRanges:
         return self.sampling.ranges(self.max_new_tokens)
+
+
+# A chunk is a window of words: MiniLM reads 256 word pieces (about 180 words), and a fact cut at a window's edge
+# lies whole in the next window when the windows overlap.
+CHUNK_WORDS = 120
+OVERLAP_WORDS = 30
+
+
+class IngestConfig(_Config):
+    """Adding sources to a knowledge base. Every field shows in the Prefect UI's run form."""
+
+    path: str = Field(
+        min_length=1, description="What to add: a document (.txt, .md, .html, .pdf), a folder of them, a run folder "
+        "(its archive.parquet: the elites), an ask run folder (answers.parquet: the rated answers), or a folder of runs",
+    )
+    kb: str = Field("default", min_length=1, description="Knowledge base: a name (.state/kb/<name>) or a folder path")
+    chunk_words: int = Field(CHUNK_WORDS, ge=16, le=400, description="Words per chunk")
+    overlap_words: int = Field(OVERLAP_WORDS, ge=0, le=200, description="Words each chunk shares with the next")
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self):
+        if self.overlap_words >= self.chunk_words:
+            raise ValueError(f"overlap_words ({self.overlap_words}) must be below chunk_words ({self.chunk_words})")
+        return self

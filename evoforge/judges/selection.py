@@ -24,26 +24,12 @@ import pandas as pd
 
 from evoforge.judges.calibration import Calibrator, fit_calibrator
 from evoforge.judges.ensembles import Ensemble, fit_ensemble
+from evoforge.core.words import STOPWORDS, words
 
 SelectionMethod = Literal["judges", "consensus", "verifier", "stacked"]
 SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked")
 NEEDS_LABELS = {"stacked"}  # fitted on the labelled split; the verifier's Platt map is monotone, so optional
 STACKED_FEATURES = ("score", "agreement", "verifier")
-
-# Words that carry no answer: left out of an answer's short form, so "The answer is Paris." and "Paris." agree.
-STOPWORDS = frozenset(
-    "a an the is are was were be been being am it its this that these those there here of in on at to for from by "
-    "with as and or but so if then than too very just also not no yes do does did has have had i you he she we they "
-    "my your our their his her me him us them what which who whom whose when where why how answer correct "
-    "question sure well can could would should will shall may might must one short sentence".split()
-)
-_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words and numbers ("1,000" and "3.5" stay whole), punctuation dropped."""
-    return [w.rstrip(".,") for w in _WORD.findall(text.lower())]
-
 
 def short_answer(text: str, task: str = "") -> frozenset[str]:
     """What an answer adds to its task: its words minus stopwords and minus the task's own words."""

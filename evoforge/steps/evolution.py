@@ -24,6 +24,8 @@ from evoforge.core.store import RunStore, write_parquet
 from evoforge.core.tracking import Tracker
 from evoforge.judges.panel import Panel, domain_columns, fit_panel, questions
 from evoforge.judges.weak_labels import pole_references
+from evoforge.knowledge.base import open_base
+from evoforge.knowledge.examples import niche_examples
 from evoforge.search.generation import plan_candidates, write_candidates
 from models.backend import Backend
 
@@ -83,6 +85,8 @@ def prepare_run(config: RunConfig) -> RunState:
     run_name = config.run_name or default_run_name(config)
     store = RunStore(Path(config.out) / run_name)
     seed_pool = domain.load_pool()
+    if config.seed_kb:  # a person's documents seed the domain (the same base gives the same pool on a resume)
+        seed_pool += niche_examples(open_base(config.seed_kb), domain, config.seed_kb_per_niche)
     saved = store.read_state()
     if saved is None:
         store.write_prep(config.model_dump(mode="json"), domain.model_dump(mode="json"), seed_pool)

@@ -28,6 +28,9 @@ from evoforge.judges.panel import Panel, fit_panel
 from evoforge.core.prompts import trim_to_last_sentence
 from evoforge.judges.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
 from evoforge.core.store import write_parquet
+from evoforge.knowledge.base import KnowledgeBase, Passage, open_base
+from evoforge.knowledge.records import RECORDS_FILE, record, source_list, sources_markdown, write_records
+from evoforge.knowledge.summarize import condense
 from models.backend import Backend
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "data" / "tournament.yaml"
@@ -41,24 +44,47 @@ class TournamentSpec:
     questions: dict[str, dict]  # name -> {labels, instructions}; `{task}` in an instruction is the task
     reward_instruction: str  # with `{task}` and `{answer}`
     reward_labels: dict[str, float]
+    grounded: dict | None = None  # {labels, instructions} with `{passages}` and `{task}`: asked with a knowledge base
 
 
 def load_spec(path: Path = SPEC_PATH) -> TournamentSpec:
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     return TournamentSpec(raw["personas"], raw["questions"], raw["reward"]["instruction"],
-                          {str(k): float(v) for k, v in raw["reward"]["labels"].items()})
+                          {str(k): float(v) for k, v in raw["reward"]["labels"].items()}, raw.get("grounded"))
 
 
 def task_text(instruction: str, context: str = "") -> str:
     return f"{instruction.strip()}\n\nContext: {context.strip()}" if context.strip() else instruction.strip()
 
 
-def task_questions(spec: TournamentSpec, task: str) -> dict[str, Question]:
-    """The judges' questions about answers to `task` (str.replace, not format: a task may contain braces)."""
+def task_questions(spec: TournamentSpec, task: str, passages: str = "") -> dict[str, Question]:
+    """The judges' questions about answers to `task` (str.replace, not format: a task may contain braces); with
+    retrieved `passages`, also whether the answer is grounded in them."""
+    asked = {**spec.questions, "grounded": spec.grounded} if passages and spec.grounded else spec.questions
     return {
-        name: Question(labels=tuple(q["labels"]), instructions=[i.replace("{task}", task) for i in q["instructions"]])
-        for name, q in spec.questions.items()
+        name: Question(labels=tuple(q["labels"]),
+                       instructions=[i.replace("{passages}", passages).replace("{task}", task) for i in q["instructions"]])
+        for name, q in asked.items()
     }
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What a knowledge base gave for a task: the passages (cited as [n], in this order) and their condensed text,
+    which the experts read and the groundedness question quotes."""
+
+    passages: list[Passage]
+    context: str
+
+    def prompt(self, task: str) -> str:
+        """The task with the passages before it (a small model follows what it read last: the task)."""
+        return f"Passages:\n{self.context}\n\nAnswer using the passages above.\n{task}"
+
+
+def retrieve(kb: KnowledgeBase, query: str, k: int, budget_chars: int) -> Retrieval:
+    """The k passages most similar to the query, condensed to `budget_chars` (evoforge.knowledge.summarize)."""
+    passages = kb.search(query, k)
+    return Retrieval(passages, condense(kb, query, passages, budget_chars))
 
 
 def load_population(path: str | Path) -> list[Expert]:
@@ -80,13 +106,16 @@ class TournamentState:
     """One tournament in progress: the experts, the answers so far and the reward bookkeeping. The steps read it
     and return what they made; `commit_iteration` alone applies an iteration's outcome."""
 
-    def __init__(self, config: TournamentConfig, spec: TournamentSpec, experts: list[Expert], root: Path):
+    def __init__(self, config: TournamentConfig, spec: TournamentSpec, experts: list[Expert], root: Path,
+                 retrieval: Retrieval | None = None):
         self.config = config
         self.spec = spec
         self.experts = experts
         self.root = root
         self.task = task_text(config.instruction, config.context)
-        self.questions = task_questions(spec, self.task)
+        self.retrieval = retrieval
+        self.prompt = retrieval.prompt(self.task) if retrieval else self.task  # what the experts read
+        self.questions = task_questions(spec, self.task, retrieval.context if retrieval else "")
         self.selector: Selector = fit_selector(
             config.selection, Consensus(config.consensus_similarity, config.consensus_threshold))
         self.answers: list[pd.DataFrame] = []  # one frame per iteration
@@ -116,7 +145,11 @@ def prepare_tournament(config: TournamentConfig, spec: TournamentSpec | None = N
     root = Path(config.out) / name
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    return TournamentState(config, spec, experts, root)
+    retrieval = None
+    if config.kb:
+        retrieval = retrieve(open_base(config.kb), task_text(config.instruction, config.context), config.kb_k,
+                             config.kb_context_chars)
+    return TournamentState(config, spec, experts, root, retrieval)
 
 
 def fit_tournament_judges(state: TournamentState, backends: dict[str, Backend]) -> Panel:
@@ -156,7 +189,7 @@ def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.Da
     rng = np.random.default_rng([config.seed, iteration])
     k = len(state.experts) if config.answering is None else min(config.answering, len(state.experts))
     picked = sorted(pick_experts(state.values, k, epsilon(state, iteration), rng))
-    answers = expert_answers(backends, state.experts, [(i, state.task) for i in picked], config.continue_tokens,
+    answers = expert_answers(backends, state.experts, [(i, state.prompt) for i in picked], config.continue_tokens,
                              seed=config.seed * 1000 + iteration)
     return answers.drop(columns="job").assign(iteration=iteration)[
         ["iteration", "expert_id", "backend", "text", "new_tokens", "continued"]]
@@ -322,7 +355,7 @@ def best_answer(state: TournamentState, answers: pd.DataFrame) -> int:
 def tournament_summary(state: TournamentState, panel: Panel | None = None, backends: dict | None = None) -> dict:
     """Keep one answer out of all, write answers and experts as Parquet, save the population for the next ask,
     and summarise. A kept answer that no iteration selected is labelled by the reward judge here (with backends)."""
-    answers = pd.concat(state.answers, ignore_index=True)
+    answers = pd.concat(state.answers, ignore_index=True).assign(task=state.task)  # a knowledge source needs it
     row = best_answer(state, answers)
     answers["kept"] = np.arange(len(answers)) == row
     if pd.isna(answers.at[row, "reward"]) and backends:
@@ -348,11 +381,15 @@ def tournament_summary(state: TournamentState, panel: Panel | None = None, backe
         "iterations": len(state.iterations), "total_reward": state.total_reward,
         "values": {e.expert_id: round(e.value, 4) for e in state.experts},
         "answers_path": str(answers_path), "experts_path": str(experts_path), "population_file": str(population),
+        "sources": source_list(state.retrieval.passages) if state.retrieval else [],
     }
+    sources = f"\n# Sources\n\n{sources_markdown(summary['sources'])}\n" if summary["sources"] else ""
     (state.root / "best_answer.md").write_text(
         f"# Task\n\n{state.task}\n\n# Best answer (expert {summary['expert_id']}, {summary['reward_label']})\n\n"
-        f"{summary['answer']}\n\n# Scores\n\n{json.dumps(summary['scores'], indent=2)}\n"
+        f"{summary['answer']}\n\n# Scores\n\n{json.dumps(summary['scores'], indent=2)}\n{sources}"
     )
+    write_records([record(state.task, summary["sources"], summary["answer"], summary["reward"], "ask", state.root.name,
+                          state.retrieval.context if state.retrieval else "")], state.root / RECORDS_FILE)
     return summary
 
 
@@ -362,7 +399,9 @@ def summary_markdown(summary: dict) -> str:
         else f"`{summary['mlflow_run_id']}`"
     scores = ", ".join(f"{k} {v:.3f}" for k, v in summary["scores"].items())
     values = ", ".join(f"expert {k}: {v:+.3f}" for k, v in summary["values"].items())
+    sources = sources_markdown(summary.get("sources", []))
     return (f"# Task\n\n{summary['task']}\n\n# Answer (expert {summary['expert_id']}, {summary['reward_label']}, "
             f"reward {summary['reward']:.2f})\n\n{summary['answer']}\n\n**Scores:** {scores}  \n"
             f"**Expert values:** {values}  \n**Iterations:** {summary['iterations']}, total reward "
-            f"{summary['total_reward']:.2f}  \nMLflow run: {mlflow}  \nRun folder: `{summary['run_dir']}`\n")
+            f"{summary['total_reward']:.2f}  \nMLflow run: {mlflow}  \nRun folder: `{summary['run_dir']}`\n"
+            + (f"\n# Sources\n\n{sources}\n" if sources else ""))

@@ -5,6 +5,7 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.evolution import evolution_run
 from flows.finetune import evaluate_model, finetune_model
+from flows.ingest import ingest
 from flows.tournament import moe_tournament
 
 
@@ -19,11 +20,11 @@ def undescribed(schema: dict) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model], ids=lambda f: f.name)
+@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model, ingest], ids=lambda f: f.name)
 def test_every_run_form_field_has_a_description(flow):
     schema = parameter_schema(flow).model_dump_for_openapi()
     fields = len(schema["properties"]) + sum(len(d.get("properties", {})) for d in schema.get("definitions", {}).values())
-    assert fields >= 6, flow.name  # nested models are checked too (RunConfig alone has 20 fields)
+    assert fields >= 5, flow.name  # nested models are checked too (RunConfig alone has 20 fields)
     assert undescribed(schema) == []
 
 
@@ -32,3 +33,14 @@ def test_limits_reach_the_form():
     run = schema["definitions"]["RunConfig"]["properties"]
     assert run["generations"]["minimum"] == 1 and run["generations"]["maximum"] == 100_000
     assert run["precision"]["enum"] == ["auto", "float32", "bfloat16"]
+
+
+def test_ingest_form_refuses_an_overlap_as_long_as_a_chunk():
+    from pydantic import ValidationError
+
+    from evoforge.core.config import IngestConfig
+
+    schema = parameter_schema(ingest).model_dump_for_openapi()
+    assert schema["definitions"]["IngestConfig"]["required"] == ["path"]
+    with pytest.raises(ValidationError, match="overlap_words"):
+        IngestConfig(path="docs", chunk_words=50, overlap_words=50)
