@@ -147,7 +147,7 @@ def screen(state: RunState, candidates: pd.DataFrame, fit: ValueFit, generation:
     candidates.iloc[valid, candidates.columns.get_loc("screen")] = label
     candidates["judged"] = candidates["screen"].isin(["explore", "ranked"])
     held = candidates["screen"] == "out"
-    return candidates[~held], candidates[held]
+    return candidates[~held].reset_index(drop=True), candidates[held].reset_index(drop=True)
 
 
 def keep_screened(outcome: ArchiveOutcome, held_back: pd.DataFrame) -> ArchiveOutcome:
