@@ -52,7 +52,7 @@ def run_method(method: str, expander: SentenceExpander, values, args) -> SearchR
 
 
 def markdown_table(rows: pd.DataFrame, judge_calls_per_text: int) -> str:
-    lines = ["| method | judges' quality (mean, 95% CI) | mean |sentiment - 0.5| | QD score of its texts | judge calls "
+    lines = ["| method | judges' quality (mean, 95% CI) | mean distance of the measure from 0.5 | QD score of its texts | judge calls "
              "| model calls per text | texts valued per text | wall s per text |", "|---|---|---|---|---|---|---|---|"]
     from benchmarks.science import interval
 
