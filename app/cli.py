@@ -33,6 +33,7 @@ RUN_FLAGS = {
     "run_name": "run_name",
     "experiment": "experiment",
     "device": "device",
+    "screen": "screen",
 }
 
 

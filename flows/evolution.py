@@ -18,6 +18,7 @@ from evoforge.judges.panel import Panel
 from evoforge.steps.evolution import RunState, join_expert, open_tracking
 from evoforge.steps.run_metrics import generation_metrics
 from evoforge.steps.run_report import summary_markdown, top_elites
+from evoforge.steps.screening import keep_screened, screen_metrics, screened_batch
 from flows.finetune import evaluate, finetune
 from flows.links import prefect_run_tags
 from models.embedder import load_embedder
@@ -33,6 +34,7 @@ from tasks.evolution import (
     record_generation,
     update_archive,
 )
+from tasks.screening import fit_value_model, screen_candidates
 
 
 def calling_models(task, config: RunConfig):
@@ -47,13 +49,22 @@ def calling_models(task, config: RunConfig):
 @flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
 def generation(state: RunState, number: int, panel: Panel, backends: dict, tracker, heldout: Panel | None = None) -> dict:
     started = time.perf_counter()
-    candidates = calling_models(generate_candidates, state.config)(state, number, backends)
+    embedder = load_embedder(device=state.config.device)
+    value = fit_value_model(state, number, embedder) if state.config.screen else None  # screening: off by default
+    candidates = calling_models(generate_candidates, state.config)(state, number, backends,
+                                                                   screened_batch(state.config, value))
+    if value is not None:
+        candidates, held_back = screen_candidates(state, candidates, value, number, embedder)
     generated = time.perf_counter()
     judged = calling_models(judge_candidates, state.config)(panel, candidates, backends)
     judged_at = time.perf_counter()
     outcome = update_archive(state, judged, number)
+    if value is not None:
+        outcome = keep_screened(outcome, held_back)
     archived = time.perf_counter()
-    metrics = generation_metrics(state, outcome, embedder=load_embedder(device=state.config.device))
+    metrics = generation_metrics(state, outcome, embedder=embedder)
+    if value is not None:
+        metrics.update(screen_metrics(value, outcome))
     if heldout is not None:
         metrics.update(calling_models(check_elites_heldout, state.config)(state, heldout, backends))
     metrics.update(

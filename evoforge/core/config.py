@@ -213,6 +213,16 @@ class RunConfig(_Config):
         "'fixed_few_shot' / 'zero_shot': the QDAIF baselines; 'niche': a chat prompt asking for a random niche "
         "(for tuned models)",
     )
+    screen: int = Field(
+        0, ge=0, le=16, description="Screening by a learned value model: write screen x batch_size candidates and "
+        "judge only batch_size of them, those it ranks most likely to enter the archive plus a random share "
+        "(screen_explore); it is refitted every generation on everything judged so far. 0: off, every candidate "
+        "is judged"
+    )
+    screen_explore: float = Field(
+        0.25, ge=0, le=1, description="Share of the judged candidates drawn at random instead of by the value model "
+        "(keeps its training data broad and measures its live error)"
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     rewards: RewardConfig = Field(default_factory=RewardConfig)

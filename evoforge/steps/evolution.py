@@ -181,15 +181,17 @@ def join_expert(state: RunState, backend: str) -> Expert:
 # --- one generation --------------------------------------------------------------------------------------------
 
 
-def generate_step(state: RunState, generation: int, backends: dict[str, Backend]) -> pd.DataFrame:
-    """The gating policy picks experts; each mutates its genotype and writes its share of the batch."""
+def generate_step(state: RunState, generation: int, backends: dict[str, Backend],
+                  batch_size: int | None = None) -> pd.DataFrame:
+    """The gating policy picks experts; each mutates its genotype and writes its share of the batch
+    (`batch_size`, default the config's; screening writes more, see `evoforge.steps.screening`)."""
     config = state.config
     rng = generation_rng(config, generation)
     g = config.gating
     epsilon = exploration_rate(generation, g.epsilon_start, g.epsilon_decay, g.epsilon_min)
     picked = pick_experts(np.array([e.value for e in state.experts]), g.experts_per_generation, epsilon, rng)
     plans = plan_candidates(
-        state.experts, picked, config.batch_size, state.domain, state.pool, state.archive.elites(),
+        state.experts, picked, batch_size or config.batch_size, state.domain, state.pool, state.archive.elites(),
         config.near_probability, rng, search=config.search,
     )
     candidates = write_candidates(
