@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-kb science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-kb bench-screen bench-strategies science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ bench-ask: install
 # without it (KB_BENCH_ARGS="--scales 10000 --ask-tasks 2" for a few minutes)
 bench-kb: install
 	$(PY) benchmarks/kb_bench.py $(KB_BENCH_ARGS)
+
+# The value model's screening against plain runs at equal judge calls, and beam / ToT / MCTS against sampling
+bench-screen: install
+	$(PY) benchmarks/screen_bench.py $(SCREEN_BENCH_ARGS)
+
+bench-strategies: install
+	$(PY) benchmarks/strategy_bench.py $(STRATEGY_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install
