@@ -59,12 +59,23 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
     """
     logger = get_run_logger()
     state = tournament.prepare_tournament(config)
-    tracker = Tracker(config.experiment, state.root.name, tags={**prefect_run_tags(), "kind": "tournament"})
-    tracker.log_params({**flat_params(config), "run_dir": str(state.root.resolve())})
+    resumed = state.mlflow_run_id is not None
+    tracker = Tracker(config.experiment, state.root.name, run_id=state.mlflow_run_id,
+                      tags={**prefect_run_tags(), "kind": "tournament"})
+    state.mlflow_run_id = tracker.run_id
+    if resumed:
+        logger.info("resuming %s after %d committed iterations", state.root.name, len(state.iterations))
+        # An iteration commits before its metrics are logged: a kill in between left its metrics out.
+        logged = {m.step for m in tracker.client.get_metric_history(tracker.run_id, "reward")}
+        for k, record in enumerate(state.iterations):
+            if k not in logged:
+                tracker.log_metrics(tournament.iteration_metrics(record, state.answers[k]), step=k)
+    else:
+        tracker.log_params({**flat_params(config), "run_dir": str(state.root.resolve())})
     with tracker.failing_on_error():
         backends = {name: load_backend(name, config.precision, config.device) for name in state.model_names}
         panel = fit_judges(state, backends)
-        for iteration in range(config.max_iterations):
+        for iteration in range(tournament.next_iteration(state), config.max_iterations):
             answers = answer(state, iteration, backends)
             judged = judge_answers(state, panel, answers, backends)
             external = tournament.external_reward(config, iteration)
@@ -73,7 +84,7 @@ def moe_tournament(config: TournamentConfig = EXAMPLE) -> dict:
             outcome = select_and_reward(state, judged, iteration, backends, external)
             tournament.commit_iteration(state, outcome)
             record = outcome.record
-            tracker.log_metrics(tournament.iteration_metrics(state, record, judged), step=iteration)
+            tracker.log_metrics(tournament.iteration_metrics(record, judged), step=iteration)
             logger.info("iteration %d: expert %d selected (%s), reward %.2f, total %.2f", iteration,
                         record["expert_id"], record["reward_label"], record["reward"], record["total_reward"])
             if tournament.should_stop(config, iteration, state.total_reward):

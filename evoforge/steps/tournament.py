@@ -27,7 +27,7 @@ from evoforge.search.generation import complete
 from evoforge.judges.panel import Panel, fit_panel
 from evoforge.core.prompts import trim_to_last_sentence
 from evoforge.judges.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
-from evoforge.core.store import write_parquet
+from evoforge.core.store import write_json, write_parquet
 from evoforge.knowledge.base import KnowledgeBase, Passage, open_base
 from evoforge.knowledge.records import RECORDS_FILE, record, source_list, sources_markdown, write_records
 from evoforge.knowledge.summarize import condense
@@ -121,6 +121,7 @@ class TournamentState:
         self.answers: list[pd.DataFrame] = []  # one frame per iteration
         self.iterations: list[dict] = []  # one record per iteration
         self.total_reward = 0.0
+        self.mlflow_run_id: str | None = None  # kept in the progress file, so a resumed ask logs to the same run
 
     @property
     def values(self) -> np.ndarray:
@@ -143,13 +144,50 @@ def prepare_tournament(config: TournamentConfig, spec: TournamentSpec | None = N
                                  spec.personas, rng, shots=0)
     name = config.run_name or "ask-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     root = Path(config.out) / name
+    progress = read_progress(root, config) if config.run_name else None  # only a named ask resumes
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     retrieval = None
     if config.kb:
         retrieval = retrieve(open_base(config.kb), task_text(config.instruction, config.context), config.kb_k,
                              config.kb_context_chars)
-    return TournamentState(config, spec, experts, root, retrieval)
+    if progress is None:
+        return TournamentState(config, spec, experts, root, retrieval)
+    # Resume: the experts as the last committed iteration left them, and every committed iteration's answers.
+    state = TournamentState(config, spec, [Expert.from_row(row) for row in progress["experts"]], root, retrieval)
+    state.iterations, state.total_reward = progress["iterations"], progress["total_reward"]
+    state.answers = [pd.read_parquet(answers_part(root, k)) for k in range(len(state.iterations))]
+    state.mlflow_run_id = progress["mlflow_run_id"]
+    return state
+
+
+PROGRESS = "progress.json"  # the commit point of an iteration: experts, total reward, records, the MLflow run
+
+
+def answers_part(root: Path, iteration: int) -> Path:
+    return root / "iterations" / f"answers-{iteration:04d}.parquet"
+
+
+def read_progress(root: Path, config: TournamentConfig) -> dict | None:
+    """The committed progress of the tournament in `root`, or None for a new one. A folder that holds another
+    task's tournament is refused (its answers would be mixed with this task's)."""
+    path = root / PROGRESS
+    if not path.is_file():
+        return None
+    saved = json.loads((root / "config.json").read_text())
+    if (saved["instruction"], saved["context"]) != (config.instruction, config.context):
+        raise ValueError(f"run_name: {root.name!r} in {root.parent} is a tournament for another task; pick another "
+                         "run_name (or none, for a new one) to ask this task")
+    return json.loads(path.read_text())
+
+
+def next_iteration(state: TournamentState) -> int:
+    """Where the iterations start: 0, after the last committed one when resuming, or past the end when the
+    resumed tournament had already met its stopping rule."""
+    done = len(state.iterations)
+    if done and should_stop(state.config, done - 1, state.total_reward):
+        return state.config.max_iterations
+    return done
 
 
 def fit_tournament_judges(state: TournamentState, backends: dict[str, Backend]) -> Panel:
@@ -315,7 +353,7 @@ def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, ba
     judged = judged.assign(selected=np.arange(len(judged)) == row, reward_label=None, reward=np.nan)
     judged.loc[judged.index[row], ["reward_label", "reward"]] = [label, reward]
     record = {
-        "iteration": iteration, "expert_id": expert_id, "explored": explored, "epsilon": eps,
+        "iteration": iteration, "expert_id": expert_id, "explored": bool(explored), "epsilon": float(eps),
         "score": float(chosen["score"]), "reward_label": label, "intrinsic_reward": intrinsic,
         "external_reward": external, "reward": reward, "total_reward": state.total_reward + reward,
         "label_probabilities": probs, "values": values.round(4).tolist(),
@@ -324,11 +362,16 @@ def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, ba
 
 
 def commit_iteration(state: TournamentState, outcome: IterationOutcome) -> None:
-    """Apply an iteration's outcome to the tournament."""
+    """Apply an iteration's outcome to the tournament and make it durable: the iteration's answers as a Parquet
+    part, then the progress file (experts, total reward, records), each written atomically. The progress file is
+    the commit point: an `ask` killed at any moment resumes (same run_name) after its last committed iteration."""
     state.experts = outcome.experts
     state.total_reward = outcome.record["total_reward"]
     state.answers.append(outcome.answers)
     state.iterations.append(outcome.record)
+    write_parquet(outcome.answers, answers_part(state.root, len(state.iterations) - 1))
+    write_json({"iterations": state.iterations, "experts": [e.to_row() for e in state.experts],
+                "total_reward": state.total_reward, "mlflow_run_id": state.mlflow_run_id}, state.root / PROGRESS)
 
 
 def should_stop(config: TournamentConfig, iteration: int, total_reward: float) -> bool:
@@ -336,13 +379,15 @@ def should_stop(config: TournamentConfig, iteration: int, total_reward: float) -
     return done >= config.max_iterations or (done >= config.min_iterations and total_reward >= config.reward_threshold)
 
 
-def iteration_metrics(state: TournamentState, record: dict, judged: pd.DataFrame) -> dict[str, float]:
+def iteration_metrics(record: dict, judged: pd.DataFrame) -> dict[str, float]:
+    """An iteration's MLflow metrics, from its record and its judged answers alone (so a resumed ask can log a
+    committed iteration whose metrics the kill cut off)."""
     metrics = {k: float(record[k]) for k in ("score", "intrinsic_reward", "reward", "total_reward", "epsilon")}
     metrics["external_reward"] = float(record["external_reward"] or 0.0)
     metrics["explored"] = float(record["explored"])
     metrics["best_score"] = float(judged["score"].max())
     metrics["mean_score"] = float(judged["score"].mean())
-    metrics.update({f"expert/{e.expert_id}/value": e.value for e in state.experts})
+    metrics.update({f"expert/{i}/value": float(v) for i, v in enumerate(record["values"])})  # ids index values
     return metrics
 
 

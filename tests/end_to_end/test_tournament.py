@@ -1,6 +1,7 @@
 """The mixture-of-experts tournament: its rules on constructed inputs, then the flow on the real model."""
 
 import contextvars
+import json
 import threading
 import time
 
@@ -165,3 +166,67 @@ def test_ask_keeps_the_consensus_answer_by_default(prefect_server, backend, tmp_
     # Each iteration's selected answer agrees with itself: its expert's value rose above zero.
     selected_experts = set(answers.loc[answers["selected"], "expert_id"])
     assert all(summary["values"][e] > 0 for e in selected_experts)
+
+
+# Run in a child process: `ask`'s flow, with an injected fault that kills the process (SIGKILL: no cleanup, no
+# exception handler) right after the first iteration is committed.
+KILLED_AFTER_FIRST_ITERATION = """
+import os, signal, sys
+from evoforge.steps import tournament
+from evoforge.core.config import TournamentConfig
+from flows.tournament import moe_tournament
+
+real_commit = tournament.commit_iteration
+
+def commit_then_killed(state, outcome):
+    real_commit(state, outcome)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+tournament.commit_iteration = commit_then_killed
+moe_tournament(TournamentConfig.model_validate_json(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_ask_resumes_after_its_last_committed_iteration(prefect_server, backend, tmp_path):
+    """`ask` commits each iteration (answers part, then the progress file): killed after iteration 0, the same
+    run_name resumes at iteration 1 with the experts as iteration 0 left them, keeps iteration 0's answers as they
+    were, and logs to the same MLflow run, each iteration once. Another task under that run_name is refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    from evoforge.core.tracking import tracking_uri
+    from flows.tournament import moe_tournament
+
+    config = tiny(tmp_path, run_name="killed", max_iterations=2, external_reward=0.5)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_ITERATION, config.model_dump_json()], cwd=repo,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+    run_dir = tmp_path / "runs" / "killed"
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert [r["iteration"] for r in progress["iterations"]] == [0]
+    first = pd.read_parquet(run_dir / "iterations" / "answers-0000.parquet")
+    resumed_experts = prepare_tournament(config).experts
+    assert [e.value for e in resumed_experts] == [row["value"] for row in progress["experts"]]
+    assert sum(e.picks for e in resumed_experts) == 1  # iteration 0's pick survived the kill
+
+    summary = moe_tournament(config)
+    assert summary["iterations"] == 2 and summary["mlflow_run_id"] == progress["mlflow_run_id"]
+    answers = pd.read_parquet(summary["answers_path"])
+    assert sorted(answers["iteration"].unique()) == [0, 1]
+    assert answers[answers["iteration"] == 0]["text"].tolist() == first["text"].tolist()  # not redone
+    client = mlflow.tracking.MlflowClient(tracking_uri())
+    assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "reward")] == [0, 1]
+
+    with pytest.raises(ValueError, match="run_name: 'killed'.*another task"):
+        prepare_tournament(tiny(tmp_path, run_name="killed", instruction="Name three colours."))
