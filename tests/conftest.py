@@ -33,6 +33,23 @@ def prefect_server():
         yield
 
 
+def run_killed_child(script: str, config_json: str):
+    """`script` (Python that runs a flow with an injected SIGKILL) in a child process against this session's
+    Prefect server and MLflow store, with `config_json` as its argument; asserts the child died by SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", script, config_json], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]  # it got as far as the injected kill
+
+
 @pytest.fixture(scope="session")
 def backend():
     from models.loading import load_backend

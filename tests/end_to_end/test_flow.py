@@ -243,12 +243,9 @@ flows_module.evolution_run(RunConfig.model_validate_json(sys.argv[1]))
 def test_a_tuned_expert_that_joined_survives_a_kill_and_is_not_tuned_again(prefect_server, backend, tmp_path):
     """A tuned model's expert is recorded in the run folder when it joins: a run killed before the next commit
     resumes with it (its backend is the checkpoint folder) and does not fine-tune that boundary again."""
-    import os
-    import signal
     from pathlib import Path
 
-    from prefect.settings import PREFECT_API_URL
-
+    from conftest import run_killed_child
     from evoforge.core.config import EvaluateConfig, FinetuneConfig
     from flows.evolution import evolution_run
 
@@ -258,12 +255,7 @@ def test_a_tuned_expert_that_joined_survives_a_kill_and_is_not_tuned_again(prefe
         finetune=FinetuneConfig(enabled=True, every=1, join_population=True, epochs=1, train_batch_size=2),
         evaluate=EvaluateConfig(generations=1, batch_size=2),
     )
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_JOIN, config.model_dump_json()], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]  # it got as far as the join
+    run_killed_child(KILLED_AFTER_JOIN, config.model_dump_json())  # it got as far as the join
 
     run_dir = tmp_path / "joined"
     assert json.loads((run_dir / "state.json").read_text())["completed"] == 1

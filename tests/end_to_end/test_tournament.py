@@ -192,24 +192,12 @@ def test_a_killed_ask_resumes_after_its_last_committed_iteration(prefect_server,
     """`ask` commits each iteration (answers part, then the progress file): killed after iteration 0, the same
     run_name resumes at iteration 1 with the experts as iteration 0 left them, keeps iteration 0's answers as they
     were, and logs to the same MLflow run, each iteration once. Another task under that run_name is refused."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from prefect.settings import PREFECT_API_URL
-
+    from conftest import run_killed_child
     from evoforge.core.tracking import tracking_uri
     from flows.tournament import moe_tournament
 
     config = tiny(tmp_path, run_name="killed", max_iterations=2, external_reward=0.5)
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_ITERATION, config.model_dump_json()], cwd=repo,
-                            env=env, capture_output=True, text=True, timeout=900)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run_killed_child(KILLED_AFTER_FIRST_ITERATION, config.model_dump_json())
 
     run_dir = tmp_path / "runs" / "killed"
     progress = json.loads((run_dir / "progress.json").read_text())
