@@ -31,6 +31,12 @@ RUN_FLAGS = {
     "run_name": "run_name",
     "experiment": "experiment",
     "device": "device",
+    "islands": "islands",
+    "migration_interval": "migration_interval",
+    "migration_topology": "migration_topology",
+    "migrants": "migrants",
+    "workers": "workers",
+    "cluster": "cluster",
 }
 
 
