@@ -10,16 +10,21 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from evoforge.core.config import RunConfig
+from tasks.evolution import worker_backends
 
 
 @contextmanager
-def dask_task_runner(config: RunConfig) -> Iterator:
+def dask_task_runner(config: RunConfig, model_names: list[str]) -> Iterator:
     """A started `DaskTaskRunner` for the calling flow run to submit its island tasks to.
 
     Each task carries its flow run's context to the worker (Prefect serializes the flow's parameters into it), so
     tasks are submitted from the run's own flow, whose one parameter is its config, never from a subflow holding
     the run's state and models. The workers report to the flow's Prefect API: its URL travels in each task's
-    settings, so a temporary server started by the flow's process is the one they use too."""
+    settings, so a temporary server started by the flow's process is the one they use too.
+
+    Every worker there loads `model_names` before the first generation, all at once, so the generations' times
+    (and a `max_seconds` budget) do not include the workers' start-up; a worker that joins later, or replaces a
+    dead one, loads them at its first task."""
     from distributed import LocalCluster
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -36,4 +41,10 @@ def dask_task_runner(config: RunConfig) -> Iterator:
                                                        host="127.0.0.1", dashboard_address=None))
             address = cluster.scheduler_address
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
-        yield stack.enter_context(DaskTaskRunner(address=address))
+        runner = stack.enter_context(DaskTaskRunner(address=address))
+        runner.client.run(_load, model_names, config.precision, config.device)
+        yield runner
+
+
+def _load(names: list[str], precision: str, device: str) -> None:
+    worker_backends(names, precision, device)  # kept in the worker's cache; nothing comes back

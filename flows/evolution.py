@@ -105,13 +105,13 @@ def island_generation(state: RunState, number: int, panel: Panel, backends: dict
 
 
 @contextmanager
-def generation_engine(config: RunConfig):
+def generation_engine(state: RunState):
     """The flow that runs one generation: `generation` in this process for one population; for an island run,
     `island_generation` with its tasks on a Dask cluster that lives for the whole run (flows.engine)."""
-    if config.islands == 1:
+    if state.config.islands == 1:
         yield generation
         return
-    with dask_task_runner(config) as runner:
+    with dask_task_runner(state.config, state.model_names) as runner:
         yield functools.partial(island_generation, runner=runner)
 
 
@@ -142,7 +142,7 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune
         stopped_by = None
-        with generation_engine(config) as run_generation:
+        with generation_engine(state) as run_generation:
             for number in range(state.completed, config.generations):
                 stopped_by = budget_exhausted(config.budget, state.history)
                 if stopped_by:  # at a generation boundary: everything so far is committed, a larger budget resumes

@@ -85,8 +85,13 @@ def evolve_island(island: islands.Island, config: RunConfig, domain, panel: Pane
     the models come from the worker process's own cache (`load_backend` keeps one instance per name, precision and
     device in each process), loaded by the first task there that needs them."""
     names = sorted(set(island.model_names) | {j.model for j in config.judges})
-    backends = {name: load_backend(name, config.precision, config.device) for name in names}
-    return islands.evolve_island(island, config, domain, panel, generation, first_cid, backends)
+    return islands.evolve_island(island, config, domain, panel, generation, first_cid,
+                                 worker_backends(names, config.precision, config.device))
+
+
+def worker_backends(names: list[str], precision: str, device: str) -> Backends:
+    """The models of this process (a Dask worker's), loaded at their first use and kept."""
+    return {name: load_backend(name, precision, device) for name in names}
 
 
 @task(name="gather-islands", cache_policy=NO_CACHE)

@@ -19,9 +19,10 @@ from evoforge.core.tracking import tracking_uri
 
 pytestmark = pytest.mark.slow
 
-# 2 islands x 4 candidates x 3 generations; a migration after generation 1 (interval 2), none after 0 or 2.
-ISLANDS = dict(generations=3, experts=2, batch_size=4, max_new_tokens=16, continue_tokens=8, seed=3, islands=2,
-               workers=2, migration_interval=2, migrants=2, judge_references=False, precision="float32")
+# 2 islands x 2 candidates x 3 generations; a migration after generation 1 (interval 2), none after 0 or 2.
+ISLANDS = dict(generations=3, experts=2, batch_size=2, max_new_tokens=8, continue_tokens=0, seed=3, islands=2,
+               workers=2, migration_interval=2, migrants=2, judge_references=False, heldout_judge=False,
+               precision="float32")
 SAME = ["cid", "island", "generation", "expert_id", "text", "quality", "measure_sentiment", "inserted", "status"]
 
 
@@ -43,8 +44,8 @@ def reference(prefect_server, tmp_path_factory):
 def test_an_island_run_evolves_two_islands_migrates_on_schedule_and_logs_each_island(reference):
     summary, run_dir, _ = reference
     candidates = pd.read_parquet(run_dir / "candidates.parquet")
-    assert len(candidates) == 3 * 2 * 4 and candidates["cid"].is_unique
-    assert candidates.groupby(["generation", "island"]).size().tolist() == [4] * 6
+    assert len(candidates) == 3 * 2 * 2 and candidates["cid"].is_unique
+    assert candidates.groupby(["generation", "island"]).size().tolist() == [2] * 6
     experts = pd.read_parquet(run_dir / "experts.parquet")
     assert experts.groupby(["generation", "island"]).size().tolist() == [2] * 6
 
@@ -85,12 +86,11 @@ def test_a_killed_worker_loses_nothing_and_a_resumed_island_run_matches_the_undi
 
     _, reference_dir, _ = reference
     run_dir = tmp_path / "killed"
-    killed = {}
+    killed, finished = {}, threading.Event()
 
     def kill_a_busy_worker(client):
         """Once generation 0 is committed, SIGKILL a worker process that is running an island's task."""
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and "pid" not in killed:
+        while not finished.is_set() and "pid" not in killed:
             state = run_dir / "state.json"
             if state.is_file() and json.loads(state.read_text())["completed"] >= 1:
                 busy = [w for w, keys in client.processing().items() if keys]
@@ -105,13 +105,15 @@ def test_a_killed_worker_loses_nothing_and_a_resumed_island_run_matches_the_undi
         killer = threading.Thread(target=kill_a_busy_worker, args=(client,), daemon=True)
         killer.start()
         evolution_run(RunConfig(**{**config, "generations": 2}))
+        finished.set()
         killer.join(timeout=5)
         assert "pid" in killed, "no worker was busy after generation 0"
         assert killed["pid"] not in client.run(os.getpid).values()  # that process is gone (the nanny made another)
         summary = evolution_run(RunConfig(**config))  # resume: generation 2 from the restored islands
-        # Each worker process loaded the model once and kept it: a cache miss per process at most, not per task.
-        loads = client.run(lambda: __import__("models.loading").loading._local_backend.cache_info().misses)
-        assert sum(loads.values()) <= len(loads) and all(n <= 1 for n in loads.values())
+        # Each worker process loaded the model once and kept it: a load (cache miss) per process at most, the
+        # other tasks there reused it (hits).
+        caches = client.run(lambda: __import__("models.loading").loading._local_backend.cache_info()[:2])
+        assert all(misses <= 1 for _, misses in caches.values()) and sum(h for h, _ in caches.values()) >= 2
 
     assert summary["generations"] == 3
     ours = pd.read_parquet(run_dir / "candidates.parquet")[SAME]
