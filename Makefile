@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-kb bench-screen bench-strategies science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-kb bench-screen bench-strategies bench-islands science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench-screen: install
 
 bench-strategies: install
 	$(PY) benchmarks/strategy_bench.py $(STRATEGY_BENCH_ARGS)
+
+# Islands on Dask: 1 island vs 2 islands on 2 local workers at equal wall time, a task's round trip, union and MLflow
+# cost per island count (about 10 minutes; ISLANDS_BENCH_ARGS=--quick for ~5)
+bench-islands: install
+	$(PY) benchmarks/islands_bench.py $(ISLANDS_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

@@ -34,6 +34,12 @@ RUN_FLAGS = {
     "experiment": "experiment",
     "device": "device",
     "screen": "screen",
+    "islands": "islands",
+    "migration_interval": "migration_interval",
+    "migration_topology": "migration_topology",
+    "migrants": "migrants",
+    "workers": "workers",
+    "cluster": "cluster",
 }
 
 

@@ -2,10 +2,15 @@
 
 dataset prep -> (generation: generate -> judge -> update archive) x N -> [finetune -> evaluate]
 
+An island run (islands > 1): dataset prep -> (island generation: evolve every island at once on a Dask cluster
+-> gather [migrate, union] -> record) x N -> [finetune -> evaluate]
+
 Annotations here stay real (no postponed-annotations import): Prefect builds the UI's parameter form from them.
 """
 
+import functools
 import time
+from contextlib import contextmanager
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
@@ -16,22 +21,27 @@ from evoforge.core.budget import exhausted as budget_exhausted
 from evoforge.core.config import IngestConfig, RunConfig
 from evoforge.judges.panel import Panel
 from evoforge.steps.evolution import RunState, join_expert, open_tracking
+from evoforge.steps.islands import first_cid, island_generation_metrics
 from evoforge.steps.run_metrics import generation_metrics
 from evoforge.steps.run_report import summary_markdown, top_elites
 from evoforge.steps.screening import keep_screened, screen_metrics, screened_batch
+from flows.engine import dask_task_runner
 from flows.finetune import evaluate, finetune
 from flows.links import prefect_run_tags
 from models.embedder import load_embedder
 from models.loading import backend_stats, load_backend
 from tasks.evolution import (
     check_elites_heldout,
+    evolve_island,
     finish_run,
     fit_heldout_judge,
     fit_judges,
+    gather_islands,
     generate_candidates,
     judge_candidates,
     prep_dataset,
     record_generation,
+    record_islands,
     update_archive,
 )
 from tasks.screening import fit_value_model, screen_candidates
@@ -79,6 +89,43 @@ def generation(state: RunState, number: int, panel: Panel, backends: dict, track
     return metrics
 
 
+def island_generation(state: RunState, number: int, panel: Panel, backends: dict, tracker, heldout: Panel | None,
+                      runner) -> dict:
+    """One generation of every island: each island's generation is a task on the Dask task runner, and the flow
+    gathers them (migration when due, the union archive) and commits them together. Not a subflow: a task carries
+    its flow's parameters to the worker, and this generation's would be the run's state and models (see
+    flows.engine); its tasks show under the run's flow run."""
+    started = time.perf_counter()
+    evolve = calling_models(evolve_island, state.config)
+    futures = [runner.submit(evolve, dict(island=island, config=state.config, domain=state.domain, panel=panel,
+                                          generation=number, first_cid=first_cid(state, island)))
+               for island in state.islands]
+    gathered = gather_islands(state, [future.result() for future in futures], number)
+    evolved = time.perf_counter()
+    metrics = island_generation_metrics(state, gathered, embedder=load_embedder(device=state.config.device))
+    if heldout is not None:
+        metrics.update(calling_models(check_elites_heldout, state.config)(state, heldout, backends))
+    metrics.update(seconds_islands=evolved - started, seconds_total=time.perf_counter() - started)
+    record_islands(state, number, gathered, metrics, tracker)
+    get_run_logger().info(
+        "generation %d: QD score %.3f, coverage %.1f%% over %d islands, %d inserted of %d, %d migrants",
+        number, metrics["qd_score"], 100 * metrics["coverage"], len(state.islands), metrics["inserted"],
+        metrics["candidates"], metrics["migrations"],
+    )
+    return metrics
+
+
+@contextmanager
+def generation_engine(state: RunState):
+    """The flow that runs one generation: `generation` in this process for one population; for an island run,
+    `island_generation` with its tasks on a Dask cluster that lives for the whole run (flows.engine)."""
+    if state.config.islands == 1:
+        yield generation
+        return
+    with dask_task_runner(state.config, state.model_names) as runner:
+        yield functools.partial(island_generation, runner=runner)
+
+
 def publish_summary(state: RunState, summary: dict) -> None:
     """Prefect artifacts on the flow run's page: the summary (linking the MLflow run) and the top elites."""
     elites = top_elites(state)
@@ -106,19 +153,21 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
         ft = config.finetune
         stopped_by = None
-        for number in range(state.completed, config.generations):
-            stopped_by = budget_exhausted(config.budget, state.history)
-            if stopped_by:  # at a generation boundary: everything so far is committed, a larger budget resumes
-                logger.warning("run %s stopped by its budget before generation %d: %s", state.run_name, number,
-                               stopped_by)
-                tracker.set_tags({"stopped_by": stopped_by})
-                break
-            generation(state, number, panel, backends, tracker, heldout)
-            if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
-                tuned = finetune(state, tracker, tag=f"g{number:04d}")
-                if ft.join_population and "checkpoint" in tuned:
-                    backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision, config.device)
-                    join_expert(state, tuned["checkpoint"])
+        with generation_engine(state) as run_generation:
+            for number in range(state.completed, config.generations):
+                stopped_by = budget_exhausted(config.budget, state.history)
+                if stopped_by:  # at a generation boundary: everything so far is committed, a larger budget resumes
+                    logger.warning("run %s stopped by its budget before generation %d: %s", state.run_name, number,
+                                   stopped_by)
+                    tracker.set_tags({"stopped_by": stopped_by})
+                    break
+                run_generation(state, number, panel, backends, tracker, heldout)
+                if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
+                    tuned = finetune(state, tracker, tag=f"g{number:04d}")
+                    if ft.join_population and "checkpoint" in tuned:
+                        backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision,
+                                                                     config.device)
+                        join_expert(state, tuned["checkpoint"])
         if ft.enabled and not stopped_by:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:

@@ -11,16 +11,19 @@ from prefect.cache_policies import NO_CACHE
 from evoforge.core.config import RunConfig
 from evoforge.judges.panel import Panel, fit_heldout_panel, report_metrics
 from evoforge.steps import evolution as steps
+from evoforge.steps import islands
 from evoforge.steps.run_metrics import heldout_metrics
 from evoforge.steps.run_report import write_run_outputs
 from models.backend import Backend
+from models.loading import load_backend
 
 Backends = dict[str, Backend]
 
 
 @task(name="prep-dataset", cache_policy=NO_CACHE)
 def prep_dataset(config: RunConfig) -> steps.RunState:
-    return steps.prepare_run(config)
+    state = steps.prepare_run(config)
+    return islands.attach_islands(state) if config.islands > 1 else state
 
 
 @task(name="fit-judges", cache_policy=NO_CACHE)
@@ -70,3 +73,34 @@ def record_generation(state: steps.RunState, generation: int, outcome: steps.Arc
 @task(name="finish-run", cache_policy=NO_CACHE)
 def finish_run(state: steps.RunState, tracker) -> dict:
     return write_run_outputs(state, tracker)
+
+
+# --- island runs (evoforge.steps.islands) ------------------------------------------------------------------------
+
+
+@task(name="evolve-island", cache_policy=NO_CACHE)
+def evolve_island(island: islands.Island, config: RunConfig, domain, panel: Panel, generation: int,
+                  first_cid: int) -> islands.IslandOutcome:
+    """One island's generation, on whichever worker runs it. Only settings and the island travel with the task:
+    the models come from the worker process's own cache (`load_backend` keeps one instance per name, precision and
+    device in each process), loaded by the first task there that needs them."""
+    names = sorted(set(island.model_names) | {j.model for j in config.judges})
+    return islands.evolve_island(island, config, domain, panel, generation, first_cid,
+                                 worker_backends(names, config.precision, config.device))
+
+
+def worker_backends(names: list[str], precision: str, device: str) -> Backends:
+    """The models of this process (a Dask worker's), loaded at their first use and kept."""
+    return {name: load_backend(name, precision, device) for name in names}
+
+
+@task(name="gather-islands", cache_policy=NO_CACHE)
+def gather_islands(state: steps.RunState, outcomes: list[islands.IslandOutcome],
+                   generation: int) -> islands.IslandsOutcome:
+    return islands.gather_islands(state, outcomes, generation)
+
+
+@task(name="record-islands", cache_policy=NO_CACHE)
+def record_islands(state: steps.RunState, generation: int, gathered: islands.IslandsOutcome, metrics: dict,
+                   tracker) -> None:
+    islands.commit_islands(state, generation, gathered, metrics, tracker)

@@ -245,10 +245,45 @@ class RunConfig(_Config):
         "folder path); empty: none",
     )
     experiment: str = Field("evoforge", min_length=1, description="MLflow experiment name")
+    islands: int = Field(
+        1, ge=1, le=1024, description="Island populations evolving side by side, each with its own experts, archive "
+        "and pool (experts and batch_size are per island); the run's archive is their union. 1: one population, "
+        "run in the flow's process; more: each island's generation is a task on a Dask cluster",
+    )
+    migration_interval: int = Field(
+        4, ge=1, le=100_000, description="Every this many generations, each island's best elites migrate to another "
+        "island (islands > 1)",
+    )
+    migration_topology: Literal["ring", "random"] = Field(
+        "ring", description="Where an island's migrants go: 'ring' (island k -> k+1, the last to the first) or "
+        "'random' (another island drawn at each migration, seeded by the run's seed)",
+    )
+    migrants: int = Field(2, ge=1, le=4096, description="Elites (each island's best) that migrate at each migration")
+    workers: int = Field(
+        2, ge=1, le=1024, description="Worker processes of the local Dask cluster an island run starts and stops "
+        "(ignored when cluster is set)",
+    )
+    cluster: str | None = Field(
+        None, pattern=r"^([a-z]+://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]+$", description="Address of a running Dask "
+        "scheduler (e.g. tcp://10.0.0.5:8786) that an island run's tasks go to; empty: a local cluster of workers",
+    )
 
     @model_validator(mode="after")
     def _unique_judges(self):
         unique_judge_names(self.judges)
+        return self
+
+    @model_validator(mode="after")
+    def _islands(self):
+        if self.islands == 1 and self.cluster is not None:
+            raise ValueError("cluster: a Dask cluster runs island populations; set islands to 2 or more, or leave "
+                             "cluster empty")
+        if self.islands > 1 and self.finetune.join_population:
+            raise ValueError("finetune.join_population: a tuned model cannot join the experts of an island run yet; "
+                             "set islands to 1, or turn join_population off")
+        if self.islands > 1 and self.screen:
+            raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
+                             "or screen to 0")
         return self
 
     def sampling_ranges(self) -> SamplingRanges:

@@ -11,6 +11,11 @@ is interrupted resumes from its last committed generation and rewrites whatever 
     experts.parquet           every expert's state after every generation (a tuned model's expert that joins
                               between generations is added to the last committed one's rows at once)
     metrics/gen_NNNN.json     a generation's metrics, as logged to MLflow (a resumed run logs what a crash skipped)
+
+An island run (islands > 1) also writes, in the same commit, `islands/gen_NNNN.parquet` (each island's elites, with
+an `island` column; archive/ holds their union) and, after a generation with a migration, `migrations/gen_NNNN.parquet`
+(every migrant: from which island to which, and whether the receiver's archive took it); its candidates and experts
+carry an `island` column.
 """
 
 import json
@@ -90,6 +95,25 @@ class RunStore:
         if history is not None:  # drop rows of a generation that is being redone after an interruption
             history = history[history["generation"] < generation]
         write_parquet(pd.concat([history, experts], ignore_index=True) if history is not None else experts, self.experts_path)
+
+    def island_snapshot(self, generation: int) -> Path:
+        return self.root / "islands" / f"gen_{generation:04d}.parquet"
+
+    def migrations_part(self, generation: int) -> Path:
+        return self.root / "migrations" / f"gen_{generation:04d}.parquet"
+
+    def write_islands(self, generation: int, elites: pd.DataFrame, migrations: pd.DataFrame | None) -> None:
+        """An island run's part of a generation's commit (before `write_generation`; state.json comes last)."""
+        write_parquet(elites, self.island_snapshot(generation))
+        if migrations is not None:
+            write_parquet(migrations, self.migrations_part(generation))
+        elif self.migrations_part(generation).is_file():  # left by an interrupted try of this generation
+            self.migrations_part(generation).unlink()
+
+    def read_migrations(self, upto: int) -> pd.DataFrame:
+        """Every migration of generations before `upto`, in generation order (empty when there was none)."""
+        parts = [pd.read_parquet(self.migrations_part(g)) for g in range(upto) if self.migrations_part(g).is_file()]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def add_expert(self, generation: int, expert: dict) -> None:
         """Record an expert that joined after `generation` was committed as one of that generation's experts, at

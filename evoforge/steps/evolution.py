@@ -56,6 +56,9 @@ class RunState:
     mlflow_run_id: str | None = None
     embeddings: PerElite = field(default_factory=PerElite)  # for the diversity statistic (run_metrics)
     heldout: PerElite = field(default_factory=PerElite)  # the held-out judge's bins per elite (run_metrics)
+    # An island run's populations (evoforge.steps.islands.Island); empty for a one-population run. With islands,
+    # `archive` is their union, `experts` all islands' experts and `pool` every text any island's archive took.
+    islands: list = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"RunState({self.run_name!r}, completed={self.completed}, elites={len(self.archive)})"
@@ -71,8 +74,9 @@ def default_run_name(config: RunConfig) -> str:
     return f"{Path(config.domain).stem}-s{config.seed}-{stamp}"
 
 
-def generation_rng(config: RunConfig, generation: int) -> np.random.Generator:
-    return np.random.default_rng([config.seed, generation])
+def generation_rng(config: RunConfig, generation: int, island: int | None = None) -> np.random.Generator:
+    """A generation's random stream; each island of an island run has its own."""
+    return np.random.default_rng([config.seed, generation] if island is None else [config.seed, generation, island])
 
 
 # --- dataset prep ----------------------------------------------------------------------------------------------
@@ -117,7 +121,9 @@ def _check_resumable(store: RunStore, config: RunConfig) -> None:
     before = json.loads((store.root / "config.json").read_text())
     now = config.model_dump(mode="json")
     # They do not change what was already done (a larger budget or more generations extend the run).
-    may_change = {"generations", "run_name", "finetune", "evaluate", "budget", "task_retries", "task_timeout_s"}
+    # Nor does where an island run's tasks compute (a local cluster's size, or another cluster's address).
+    may_change = {"generations", "run_name", "finetune", "evaluate", "budget", "task_retries", "task_timeout_s",
+                  "workers", "cluster"}
     # A setting added since the run started counts as unchanged when the new value is its default.
     differing = sorted(k for k in now if k not in may_change and before.get(k, _default(k)) != now[k])
     if differing:
@@ -185,19 +191,25 @@ def generate_step(state: RunState, generation: int, backends: dict[str, Backend]
                   batch_size: int | None = None) -> pd.DataFrame:
     """The gating policy picks experts; each mutates its genotype and writes its share of the batch
     (`batch_size`, default the config's; screening writes more, see `evoforge.steps.screening`)."""
-    config = state.config
-    rng = generation_rng(config, generation)
+    return generate_population(state.config, state.domain, state.experts, state.pool, state.archive, generation,
+                               backends, state.next_cid, generation_rng(state.config, generation), batch_size)
+
+
+def generate_population(config: RunConfig, domain: Domain, experts: list[Expert], pool: list[str],
+                        archive: QDArchive, generation: int, backends: dict[str, Backend], first_cid: int,
+                        rng: np.random.Generator, batch_size: int | None = None) -> pd.DataFrame:
+    """`generate_step` for one population (the run's, or one island's); candidates are numbered from `first_cid`."""
     g = config.gating
     epsilon = exploration_rate(generation, g.epsilon_start, g.epsilon_decay, g.epsilon_min)
-    picked = pick_experts(np.array([e.value for e in state.experts]), g.experts_per_generation, epsilon, rng)
+    picked = pick_experts(np.array([e.value for e in experts]), g.experts_per_generation, epsilon, rng)
     plans = plan_candidates(
-        state.experts, picked, batch_size or config.batch_size, state.domain, state.pool, state.archive.elites(),
-        config.near_probability, rng, search=config.search,
+        experts, picked, batch_size or config.batch_size, domain, pool, archive.elites(), config.near_probability,
+        rng, search=config.search,
     )
     candidates = write_candidates(
-        backends, plans, state.domain, config.continue_tokens, seed=int(rng.integers(2**31))
+        backends, plans, domain, config.continue_tokens, seed=int(rng.integers(2**31))
     )
-    candidates.insert(0, "cid", np.arange(state.next_cid, state.next_cid + len(candidates), dtype=np.int64))
+    candidates.insert(0, "cid", np.arange(first_cid, first_cid + len(candidates), dtype=np.int64))
     candidates.insert(1, "generation", generation)
     candidates["epsilon"] = epsilon
     return candidates
@@ -331,7 +343,7 @@ def commit_generation(
     state.pool.extend(outcome.inserted_texts)
     candidates = outcome.candidates
     state.next_cid = int(candidates["cid"].max()) + 1 if len(candidates) else state.next_cid
-    experts = pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
+    experts = expert_rows(state, generation)
     state.store.write_generation(generation, candidates, state.archive.elites(), experts, metrics)
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
     spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.core.budget)
@@ -340,6 +352,14 @@ def commit_generation(
     _write_state(state)
     if tracker is not None:
         log_generation(state, generation, metrics, tracker)
+
+
+def expert_rows(state: RunState, generation: int) -> pd.DataFrame:
+    """The experts after `generation`, a row each (an island run's with their island)."""
+    if state.islands:
+        return pd.DataFrame([{"generation": generation, "island": island.index, **e.to_row()}
+                             for island in state.islands for e in island.experts])
+    return pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
 
 
 def log_generation(state: RunState, generation: int, metrics: dict, tracker: Tracker) -> None:
