@@ -356,7 +356,7 @@ def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, ba
         "iteration": iteration, "expert_id": expert_id, "explored": bool(explored), "epsilon": float(eps),
         "score": float(chosen["score"]), "reward_label": label, "intrinsic_reward": intrinsic,
         "external_reward": external, "reward": reward, "total_reward": state.total_reward + reward,
-        "label_probabilities": probs, "values": values.round(4).tolist(),
+        "label_probabilities": probs, "values": values.tolist(),
     }
     return IterationOutcome(judged, record, experts)
 
