@@ -2,7 +2,7 @@
 
 import sys
 
-from evoforge.core.config import TournamentConfig
+from evoforge.core.config import TournamentConfig, judge_models
 
 PROMPT = "you> "
 HELP = ('Type a message. "/reward R" rates the last answer (R from -10 to 10, e.g. /reward 0.8); '
@@ -17,7 +17,7 @@ def run_chat(config: TournamentConfig) -> int:
 
     kb = open_base(config.kb) if config.kb else None
     print("loading the models ...", flush=True)
-    names = sorted(set(config.generator_models) | {j.model for j in config.judges})
+    names = sorted(set(config.generator_models) | judge_models(config.judges))
     backends = {name: load_backend(name, config.precision, config.device) for name in names}
     session = ChatSession(config, backends, kb)
     print(f"evoforge chat ({len(session.experts)} experts" + (f", knowledge base {config.kb}" if kb else "") +

@@ -184,6 +184,16 @@ def science_machine() -> dict:
     return {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
 
 
+def panel_settings(panel: str) -> dict:
+    """RunConfig fields for a `--panel` choice."""
+    from evoforge.core.config import JudgeConfig, default_judges
+
+    if panel == "default":
+        return {}
+    return {"judges": default_judges() + [JudgeConfig(name="emb", kind="embedding", model="minilm")],
+            "combine": "auto"}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a tiny variant that checks the benchmark works (minutes)")
@@ -197,6 +207,9 @@ def parse_args(argv=None):
     p.add_argument("--weak-references", type=int, default=12,
                    help="texts the generator writes per pole to calibrate the judges of a domain without references "
                    "(jaws) by anchors; 0: its judges stay raw (default 12)")
+    p.add_argument("--panel", choices=["default", "embedding"], default="default",
+                   help="'embedding': the default judges plus a MiniLM embedding judge of the measures (kind "
+                   "embedding), combined per axis by Bayesian model averaging on the labelled texts (combine: auto)")
     p.add_argument("--tag", default="", help="suffix of the results files' name (e.g. '-part2')")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1). On a machine whose cores other jobs also use, 1 is much faster "
@@ -279,7 +292,7 @@ def main(argv=None) -> dict:
             for method in args.methods:
                 config = RunConfig(domain=domain_name, search=method, seed=seed, out=str(out),
                                    run_name=f"{domain.name}-{method}-s{seed}-{stamp}", experiment="evoforge-science",
-                                   heldout_judge=False, **budget)  # checked once at the end, below
+                                   heldout_judge=False, **budget, **panel_settings(args.panel))  # held-out: below
                 if domain.name not in heldout_panels:  # calibrated on the same references as the runs' judges
                     references = run_references(config, domain, backends)
                     heldout_panels[domain.name] = fit_heldout_panel(backends, domain, references.texts,
@@ -292,7 +305,7 @@ def main(argv=None) -> dict:
                 runs = pd.DataFrame(records)
                 summary = summarise(runs)
                 table = markdown_table(summary)
-                payload = {"machine": machine, "budget": {**budget, "candidates": args.generations * args.batch_size},
+                payload = {"machine": machine, "budget": {**budget, "candidates": args.generations * args.batch_size}, "panel": args.panel,
                            "domains": args.domains, "methods": args.methods, "seeds": args.seeds,
                            "seconds": time.perf_counter() - started, "complete": False,
                            "summary": summary.to_dict("records"), "runs": records, "table": table}
@@ -305,7 +318,7 @@ def main(argv=None) -> dict:
 
     mlflow.set_experiment("evoforge-science")
     with mlflow.start_run(run_name=name):
-        mlflow.log_params({"domains": " ".join(args.domains), "methods": " ".join(args.methods),
+        mlflow.log_params({"panel": args.panel, "domains": " ".join(args.domains), "methods": " ".join(args.methods),
                            "seeds": " ".join(map(str, args.seeds)), **budget})
         for row in summary.to_dict("records"):
             for metric in ("qd_score", "coverage", "qd_score_ratio", "heldout_agreement"):

@@ -8,7 +8,7 @@ resumes from its run folder instead (see `evoforge.core.store`). Each returns wh
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from evoforge.core.config import RunConfig
+from evoforge.core.config import RunConfig, judge_models
 from evoforge.judges.panel import Panel, fit_heldout_panel, report_metrics
 from evoforge.steps import evolution as steps
 from evoforge.steps import islands
@@ -84,7 +84,7 @@ def evolve_island(island: islands.Island, config: RunConfig, domain, panel: Pane
     """One island's generation, on whichever worker runs it. Only settings and the island travel with the task:
     the models come from the worker process's own cache (`load_backend` keeps one instance per name, precision and
     device in each process), loaded by the first task there that needs them."""
-    names = sorted(set(island.model_names) | {j.model for j in config.judges})
+    names = sorted(set(island.model_names) | judge_models(config.judges))
     return islands.evolve_island(island, config, domain, panel, generation, first_cid,
                                  worker_backends(names, config.precision, config.device))
 

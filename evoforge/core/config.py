@@ -73,10 +73,12 @@ class JudgeConfig(_Config):
         "chat", description="'chat': the model's chat template; 'instruct': '### Instruction/Input/Response'"
     )
     phrasing: int = Field(0, ge=0, description="Index into each question's list of instructions (wraps around)")
-    kind: Literal["logprob", "generative", "label"] = Field(
+    kind: Literal["logprob", "generative", "label", "embedding"] = Field(
         "logprob",
         description="'logprob': P(first label) from answer-token log-probabilities; 'generative': a 3-digit score "
-        "the judge writes (parsed strictly, retried, NaN if never valid); 'label': the more likely label as 1 or 0",
+        "the judge writes (parsed strictly, retried, NaN if never valid); 'label': the more likely label as 1 or 0; "
+        "'embedding': measures only, which of the axis's two poles the text's sentence embedding is nearer "
+        "(`model`: an embedder, e.g. minilm; it does not answer the quality question)",
     )
     calibration: Literal["auto", "none", "contextual", "platt", "isotonic", "anchors"] = Field(
         "auto",
@@ -85,6 +87,11 @@ class JudgeConfig(_Config):
         "text of each side to 0.05 / 0.95 (for weak labels); 'auto': platt where the domain has reference labels "
         "for the question, anchors where the run wrote weak references (weak_references), else none",
     )
+
+
+def judge_models(judges: list[JudgeConfig]) -> set[str]:
+    """The generative models the judges ask (an embedding judge's embedder loads on its own, not as a backend)."""
+    return {j.model for j in judges if j.kind != "embedding"}
 
 
 def unique_judge_names(judges: list[JudgeConfig]) -> None:
@@ -169,10 +176,11 @@ class RunConfig(_Config):
         description="Models the experts are spread over: local names or server models (openai:<model>@<base_url>)"
     )
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
-    combine: Literal["mean", "weighted", "vote", "bma", "stacking"] = Field(
+    combine: Literal["auto", "mean", "weighted", "vote", "bma", "stacking"] = Field(
         "mean",
         description="How judges combine: mean; weighted (by accuracy on reference labels, else panel agreement); "
-        "majority vote; Bayesian model averaging or stacking (both fitted on the domain's reference labels)",
+        "majority vote; Bayesian model averaging or stacking (both fitted on the domain's reference labels); "
+        "auto: bma for each question with labelled texts (references or weak references), else mean",
     )
     judge_references: bool = Field(
         True, description="Score the domain's reference labels first: per-judge accuracy and AUC are logged, and "

@@ -45,6 +45,10 @@ class Question(_Strict):
 
     labels: tuple[str, str] = Field(description="The two answers; the score is P(first label)")
     instructions: list[str] = Field(min_length=1, description="One phrasing per judge")
+    poles: tuple[str, str] | None = Field(
+        None, description="What a text at each answer reads like, for embedding judges (e.g. 'A horror story.'); "
+        "default for an axis: the domain's description and 'This one is <label>.'"
+    )
 
     @field_validator("labels")
     @classmethod

@@ -23,6 +23,7 @@ from evoforge.judges.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensembl
 from evoforge.judges.measures import accuracy, auc, out_of_fold
 from models.backend import SamplingSettings
 from evoforge.judges.guards import injection_reasons, neutralise
+from evoforge.judges.embedding import pole_scores, with_poles
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
 
@@ -59,8 +60,9 @@ def first_label_probability(logprobs: np.ndarray) -> np.ndarray:
 
 
 def questions(domain: Domain) -> dict[str, Question]:
-    """The questions every judge asks: 'quality' first, then each axis by name."""
-    return {"quality": domain.quality, **{a.name: a for a in domain.axes}}
+    """The questions every judge asks: 'quality' first, then each axis by name (with its poles for embedding
+    judges: the axis's own, else the domain's description and each label)."""
+    return {"quality": domain.quality, **{a.name: with_poles(a, domain.description) for a in domain.axes}}
 
 
 def domain_columns(domain: Domain) -> dict[str, str]:
@@ -70,6 +72,8 @@ def domain_columns(domain: Domain) -> dict[str, str]:
 
 def judge_scores(backend, judge: JudgeConfig, question: Question, texts: list[str], seed: int = 0) -> np.ndarray:
     """One judge's score in [0, 1] (NaN: failed) for each text on one question, by the judge's kind."""
+    if judge.kind == "embedding":
+        return pole_scores(judge.model, question, texts)
     if judge.kind == "generative":
         if isinstance(question, list):
             raise ValueError("generative judges ask one question per call; pass one Question, not one per text")
@@ -84,7 +88,7 @@ def judge_scores(backend, judge: JudgeConfig, question: Question, texts: list[st
 def judge_texts(backends: dict, judges: list[JudgeConfig], questions: dict[str, Question], texts: list[str]) -> pd.DataFrame:
     """Every judge's raw score for every question, as columns `judge_<judge>_<question>`, one row per text."""
     scores = {
-        f"judge_{judge.name}_{qname}": judge_scores(backends[judge.model], judge, question, texts)
+        f"judge_{judge.name}_{qname}": judge_scores(backends.get(judge.model), judge, question, texts)
         for judge in judges
         for qname, question in questions.items()
     }
@@ -154,6 +158,15 @@ class Panel:
 FITTED_CALIBRATIONS = ("platt", "isotonic", "anchors")  # fitted on labelled texts
 
 
+def resolve_combine(combine: str, has_labels: bool) -> str:
+    """What `combine: auto` means for one question: Bayesian model averaging where the question has labelled texts
+    (references, or weak references) to weigh the judges on, so a judge that cannot tell the two answers apart
+    gets almost no weight instead of pulling every score toward the middle; the plain mean where it has none."""
+    if combine != "auto":
+        return combine
+    return "bma" if has_labels else "mean"
+
+
 def needs_references(judges: list[JudgeConfig], combine: str) -> bool:
     return combine in NEEDS_REFERENCES or any(j.calibration in FITTED_CALIBRATIONS for j in judges)
 
@@ -182,9 +195,11 @@ def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Qu
         labels = references[q].to_numpy(dtype=float) if has_labels else None
         raw = raw_refs[[f"judge_{j.name}_{q}" for j in judges]].to_numpy() if has_labels else None
         # 'auto' is Platt scaling (anchors for weak labels) where this question has labels, else the raw scores.
-        calibrations = [(auto_calibration if has_labels else "none") if j.calibration == "auto" else j.calibration
+        # An embedding judge does not answer a question without poles (quality): nothing of its to calibrate.
+        calibrations = ["none" if j.kind == "embedding" and questions[q].poles is None
+                        else (auto_calibration if has_labels else "none") if j.calibration == "auto" else j.calibration
                         for j in judges]
-        rules[q] = fit_rule(raw, labels, calibrations, content_free[q], combine)
+        rules[q] = fit_rule(raw, labels, calibrations, content_free[q], resolve_combine(combine, has_labels))
         if has_labels:
             report += reference_report(q, judges, raw, labels, references["text"].str.len().to_numpy(),
                                        content_free[q], calibrations)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from evoforge.core.archive import STATUS_NAMES, PerElite, QDArchive
 from evoforge.core.budget import SPENT_BY
-from evoforge.core.config import RunConfig, flat_params
+from evoforge.core.config import RunConfig, flat_params, judge_models
 from evoforge.core.domain import Domain, load_domain
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.core.store import RunStore, write_parquet
@@ -66,7 +66,7 @@ class RunState:
     @property
     def model_names(self) -> list[str]:
         """Every backend the run needs: the experts' (tuned models may have joined) and the judges'."""
-        return sorted({e.backend for e in self.experts} | {j.model for j in self.config.judges})
+        return sorted({e.backend for e in self.experts} | judge_models(self.config.judges))
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -260,12 +260,12 @@ def make_panel(config: RunConfig, domain: Domain, backends: dict[str, Backend]) 
     key = (
         json.dumps([j.model_dump() for j in config.judges], sort_keys=True), config.combine,
         domain.model_dump_json(), None if texts is None else pd.util.hash_pandas_object(texts).sum(),
-        references.auto_calibration, tuple(sorted((j.model, id(backends[j.model])) for j in config.judges)),
+        references.auto_calibration, tuple(sorted((m, id(backends[m])) for m in judge_models(config.judges))),
     )
     if key not in _PANELS:
         panel = fit_panel(backends, config.judges, questions(domain), config.combine, texts, domain_columns(domain),
                           auto_calibration=references.auto_calibration)
-        _PANELS[key] = (panel, [backends[j.model] for j in config.judges])
+        _PANELS[key] = (panel, [backends[m] for m in sorted(judge_models(config.judges))])
     return replace(_PANELS[key][0], guard=config.judge_guards)  # the fitted rules are shared, the switch is the run's
 
 

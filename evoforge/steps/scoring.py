@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evoforge.core.config import RunConfig
+from evoforge.core.config import RunConfig, judge_models
 from evoforge.core.domain import load_domain
 
 
@@ -42,7 +42,7 @@ def score_texts(config: RunConfig, texts: list[str]) -> pd.DataFrame:
     from models.loading import load_backend
 
     domain = load_domain(config.domain)
-    backends = {j.model: load_backend(j.model, config.precision, config.device) for j in config.judges}
+    backends = {m: load_backend(m, config.precision, config.device) for m in judge_models(config.judges)}
     panel = make_panel(config, domain, backends)
     scores = panel.judge(backends, texts)
     return pd.concat([pd.DataFrame({"text": texts}, index=scores.index), scores], axis=1)

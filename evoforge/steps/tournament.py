@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from evoforge.judges.calibration import CONTENT_FREE_TEXTS, contextual
-from evoforge.core.config import TournamentConfig
+from evoforge.core.config import TournamentConfig, judge_models
 from evoforge.core.domain import Question
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.search.generation import complete
@@ -129,7 +129,7 @@ class TournamentState:
 
     @property
     def model_names(self) -> list[str]:
-        return sorted({e.backend for e in self.experts} | {j.model for j in self.config.judges} | {self.config.reward_model})
+        return sorted({e.backend for e in self.experts} | judge_models(self.config.judges) | {self.config.reward_model})
 
 
 def prepare_tournament(config: TournamentConfig, spec: TournamentSpec | None = None) -> TournamentState:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from evoforge.core import plots
-from evoforge.core.config import FinetuneConfig, RunConfig
+from evoforge.core.config import FinetuneConfig, RunConfig, judge_models
 from evoforge.core.domain import Domain, load_domain
 from evoforge.training.evaluate import comparison_table, fill_archive, promote, qd_histories
 from evoforge.training.finetune_data import elite_examples, write_examples
@@ -180,7 +180,7 @@ def evaluate_models(
     base = config.generator_models[0]
     plan = [("candidate", candidate, e.search), ("champion", champion, e.search)]
     plan += [(name, base, name) for name in e.baselines]  # each baseline is the base model under that search
-    backends = {j.model: load_backend(j.model, config.precision, config.device) for j in config.judges}
+    backends = {m: load_backend(m, config.precision, config.device) for m in judge_models(config.judges)}
     panel = make_panel(config, load_domain(config.domain), backends)  # one fitted panel judges every arm
     arms = []
     for label, model, search in plan:

@@ -18,7 +18,7 @@ def test_science_benchmark_runs_splice_search_through_the_flow(prefect_server, b
 
     payload = science.main(["--quick", "--domains", "jaws", "--methods", "splice", "zero_shot", "--seeds", "0",
                             "--generations", "3", "--batch-size", "4", "--max-new-tokens", "12",
-                            "--weak-references", "2", "--out", str(tmp_path / "runs"),
+                            "--weak-references", "2", "--panel", "embedding", "--out", str(tmp_path / "runs"),
                             "--results", str(tmp_path / "results")])
     assert payload["complete"] and payload["budget"]["candidates"] == 12
     runs = pd.DataFrame(payload["runs"])
@@ -34,10 +34,14 @@ def test_science_benchmark_runs_splice_search_through_the_flow(prefect_server, b
     for text, generation in zip(spliced["text"], spliced["generation"]):  # it starts with an earlier text's words
         earlier = splice.loc[splice["generation"] < generation, "text"]
         assert any(text.startswith(e.split()[0] + " ") or text.startswith(e.split(".")[0] + ".") for e in earlier)
-    # Both runs' judges were calibrated on the same weak references: anchors, fitted on texts written at the poles.
+    # Both runs' judges were calibrated on the same weak references: anchors, fitted on texts written at the poles;
+    # the embedding judge scored the measure (not quality) and the panel weighed its judges on those texts (bma).
     for run_dir in run_dirs:
         report = pd.read_parquet(Path(run_dir) / "judges.parquet")
-        assert set(report.loc[report["kind"] == "logprob", "calibration"]) == {"anchors"}
+        assert set(report.loc[report["kind"].isin(["logprob", "embedding"]), "calibration"]) == {"anchors"}
+        assert set(report.loc[report["kind"] == "embedding", "question"]) == {"sentiment"}
+        assert json.loads((Path(run_dir) / "config.json").read_text())["combine"] == "auto"
+    assert splice["judge_emb_sentiment"].notna().all() and splice["judge_emb_quality"].isna().all()
 
     summary = pd.DataFrame(payload["summary"]).set_index("method")
     assert summary.loc["zero_shot", "qd_score_ratio"] == pytest.approx(1.0)
@@ -46,7 +50,7 @@ def test_science_benchmark_runs_splice_search_through_the_flow(prefect_server, b
     results = sorted((tmp_path / "results").glob("*-science-quick.*"))
     assert [p.suffix for p in results] == [".json", ".png"]
     assert json.loads(results[0].read_text())["table"].count("| jaws |") == 2
-    assert payload["budget"]["weak_references"] == 2
+    assert payload["budget"]["weak_references"] == 2 and payload["panel"] == "embedding"
 
 
 def test_ratio_interval_and_t_interval_on_known_numbers():
