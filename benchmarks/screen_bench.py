@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from evoforge.judges.panel import questions  # noqa: E402  (evoforge first: telemetry off, Prefect's start-up wait)
+from evoforge.judges.panel import judgements_per_text, questions  # noqa: E402  (evoforge first: telemetry off, Prefect's start-up wait)
 
 
 def calls_to_reach(history: list[dict], target: float) -> float | None:
@@ -57,7 +57,7 @@ def run_record(run_dir: Path) -> dict:
     config = RunConfig(**json.loads((run_dir / "config.json").read_text()))
     history = json.loads((run_dir / "state.json").read_text())["history"]
     candidates = pd.read_parquet(run_dir / "candidates.parquet")
-    per_text = len(config.judges) * len(questions(load_domain(config.domain)))
+    per_text = judgements_per_text(config.judges, questions(load_domain(config.domain)))
     record = {
         "seed": config.seed, "screen": config.screen, "run_dir": str(run_dir), "domain": config.domain,
         "batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens,

@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
     from evoforge.core.domain import load_domain
     from evoforge.core.prompts import few_shot_prompt, trim_to_last_sentence
     from evoforge.core.store import RunStore
-    from evoforge.judges.panel import questions
+    from evoforge.judges.panel import judgements_per_text, questions
     from evoforge.steps.evolution import make_panel
     from evoforge.steps.screening import EmbeddingMemo, training_set
     from models.devices import resolve_precision
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
         archive.add(np.arange(len(r)), r["text"].tolist(), r["quality"].to_numpy(), r[["measure"]].to_numpy(), 0)
         qd[method] = archive.stats()["qd_score"]
     rows.attrs["qd"] = qd
-    per_text = len(config.judges) * len(questions(domain))
+    per_text = judgements_per_text(config.judges, questions(domain))
     payload = {"machine": machine, "settings": vars(args), "value_model_heldout": model.heldout,
                "rows": rows.to_dict("records"), "qd": qd, "table": markdown_table(rows, per_text)}
     save_table(args.results, f"strategies-{args.domain}", payload)

@@ -65,6 +65,12 @@ def questions(domain: Domain) -> dict[str, Question]:
     return {"quality": domain.quality, **{a.name: with_poles(a, domain.description) for a in domain.axes}}
 
 
+def judgements_per_text(judges: list[JudgeConfig], questions: dict[str, Question]) -> int:
+    """Judgements one text costs: every judge x every question it answers (an embedding judge answers only the
+    questions with poles, the axes)."""
+    return sum(sum(1 for q in questions.values() if j.kind != "embedding" or q.poles is not None) for j in judges)
+
+
 def domain_columns(domain: Domain) -> dict[str, str]:
     """Where the panel's score for each of a domain's questions goes: `quality` and `measure_<axis>`."""
     return {q: ("quality" if q == "quality" else f"measure_{q}") for q in questions(domain)}

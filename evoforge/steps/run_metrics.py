@@ -3,7 +3,7 @@
 import numpy as np
 
 from evoforge.core.archive import IMPROVED, NEW_CELL, STATUS_NAMES
-from evoforge.judges.panel import Panel, bin_agreement, heldout_bins, judge_distributions, questions
+from evoforge.judges.panel import Panel, bin_agreement, heldout_bins, judge_distributions, judgements_per_text, questions
 from evoforge.steps.evolution import ArchiveOutcome, RunState
 from models.backend import Backend
 
@@ -23,7 +23,7 @@ def generation_metrics(state: RunState, outcome: ArchiveOutcome, embedder=None) 
         "continued": int(candidates["continued"].sum()),
         "flagged": int(candidates["flagged"].sum()) if "flagged" in candidates else 0,  # judge-gaming guards
         # Judgements made: every scored text x judge x question (the judge-call budget counts these).
-        "judge_calls": int(candidates["quality"].notna().sum()) * len(state.config.judges) * len(questions(state.domain))
+        "judge_calls": int(candidates["quality"].notna().sum()) * judgements_per_text(state.config.judges, questions(state.domain))
         if "quality" in candidates else 0,
         "batch_mean_quality": float(candidates["quality"].mean()) if candidates["valid"].any() else 0.0,
         "epsilon": float(candidates["epsilon"].iloc[0]) if len(candidates) else 0.0,

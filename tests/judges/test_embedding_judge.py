@@ -7,7 +7,7 @@ from evoforge.core.config import JudgeConfig, RunConfig, default_judges, judge_m
 from evoforge.core.domain import load_domain
 from evoforge.judges.embedding import pole_scores, with_poles
 from evoforge.judges.measures import auc
-from evoforge.judges.panel import fit_panel, questions
+from evoforge.judges.panel import fit_panel, judgements_per_text, questions
 
 
 def test_poles_default_to_the_domain_description_and_each_label():
@@ -22,6 +22,8 @@ def test_poles_default_to_the_domain_description_and_each_label():
 def test_an_embedding_judge_loads_no_generative_model():
     judges = default_judges() + [JudgeConfig(name="emb", kind="embedding", model="minilm")]
     assert judge_models(judges) == {"smollm2"}
+    # The judge-call budget counts what is asked: 2 generative judges x 3 questions, the embedding judge x 2 axes.
+    assert judgements_per_text(judges, questions(load_domain("stories"))) == 2 * 3 + 2
     assert RunConfig(domain="stories", judges=judges, combine="weighted").judges[-1].kind == "embedding"
 
 
