@@ -186,12 +186,11 @@ def science_machine() -> dict:
 
 def panel_settings(panel: str) -> dict:
     """RunConfig fields for a `--panel` choice."""
-    from evoforge.core.config import JudgeConfig, default_judges
+    from evoforge.core.config import default_judges, default_run_judges
 
-    if panel == "default":
-        return {}
-    return {"judges": default_judges() + [JudgeConfig(name="emb", kind="embedding", model="minilm")],
-            "combine": "auto"}
+    if panel == "chat":  # the panel before embedding judges: two chat judges, averaged
+        return {"judges": default_judges(), "combine": "mean"}
+    return {"judges": default_run_judges(), "combine": "auto"}
 
 
 def parse_args(argv=None):
@@ -207,9 +206,10 @@ def parse_args(argv=None):
     p.add_argument("--weak-references", type=int, default=12,
                    help="texts the generator writes per pole to calibrate the judges of a domain without references "
                    "(jaws) by anchors; 0: its judges stay raw (default 12)")
-    p.add_argument("--panel", choices=["default", "embedding"], default="default",
-                   help="'embedding': the default judges plus a MiniLM embedding judge of the measures (kind "
-                   "embedding), combined per axis by Bayesian model averaging on the labelled texts (combine: auto)")
+    p.add_argument("--panel", choices=["embedding", "chat"], default="embedding",
+                   help="'embedding' (the runs' default): the two chat judges and a MiniLM embedding judge of the "
+                   "measures, combined per question by Bayesian model averaging on the labelled texts (combine: "
+                   "auto); 'chat': the two chat judges averaged (the panel before 2026-11-26)")
     p.add_argument("--tag", default="", help="suffix of the results files' name (e.g. '-part2')")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1). On a machine whose cores other jobs also use, 1 is much faster "

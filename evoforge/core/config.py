@@ -108,6 +108,12 @@ def default_judges() -> list[JudgeConfig]:
     ]
 
 
+def default_run_judges() -> list[JudgeConfig]:
+    """An evolution run's panel: the two generative judges, and an embedding judge for the measures (SmolLM2 is
+    blind to some axes, e.g. genre; README, Judges)."""
+    return default_judges() + [JudgeConfig(name="emb", kind="embedding", model="minilm")]
+
+
 class FinetuneConfig(_Config):
     """Fine-tuning the generator on the archive's elites (LoRA by default), then evaluating it."""
 
@@ -175,9 +181,10 @@ class RunConfig(_Config):
         default_factory=lambda: ["smollm2"], min_length=1,
         description="Models the experts are spread over: local names or server models (openai:<model>@<base_url>)"
     )
-    judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1, description="AI-feedback judges")
+    judges: list[JudgeConfig] = Field(default_factory=default_run_judges, min_length=1,
+                                      description="AI-feedback judges")
     combine: Literal["auto", "mean", "weighted", "vote", "bma", "stacking"] = Field(
-        "mean",
+        "auto",
         description="How judges combine: mean; weighted (by accuracy on reference labels, else panel agreement); "
         "majority vote; Bayesian model averaging or stacking (both fitted on the domain's reference labels); "
         "auto: bma for each question with labelled texts (references or weak references), else mean",

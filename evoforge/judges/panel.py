@@ -65,10 +65,14 @@ def questions(domain: Domain) -> dict[str, Question]:
     return {"quality": domain.quality, **{a.name: with_poles(a, domain.description) for a in domain.axes}}
 
 
+def answers(judge: JudgeConfig, question: Question) -> bool:
+    """Whether `judge` answers `question`: an embedding judge answers only the questions with poles (the axes)."""
+    return judge.kind != "embedding" or question.poles is not None
+
+
 def judgements_per_text(judges: list[JudgeConfig], questions: dict[str, Question]) -> int:
-    """Judgements one text costs: every judge x every question it answers (an embedding judge answers only the
-    questions with poles, the axes)."""
-    return sum(sum(1 for q in questions.values() if j.kind != "embedding" or q.poles is not None) for j in judges)
+    """Judgements one text costs: every judge x every question it answers."""
+    return sum(answers(j, q) for j in judges for q in questions.values())
 
 
 def domain_columns(domain: Domain) -> dict[str, str]:
@@ -154,6 +158,8 @@ class Panel:
             names = [f"judge_{j.name}_{q}" for j in self.judges]
             calibrated = rule.calibrate(raw[names].to_numpy())
             for j, name in enumerate(names):
+                if not answers(self.judges[j], self.questions[q]):
+                    continue  # no column for a question the judge is not asked
                 if rule.calibrators[j].method != "none":
                     out[f"raw_{self.judges[j].name}_{q}"] = raw[name].to_numpy()
                 out[name] = calibrated[:, j]
@@ -202,7 +208,7 @@ def fit_panel(backends: dict, judges: list[JudgeConfig], questions: dict[str, Qu
         raw = raw_refs[[f"judge_{j.name}_{q}" for j in judges]].to_numpy() if has_labels else None
         # 'auto' is Platt scaling (anchors for weak labels) where this question has labels, else the raw scores.
         # An embedding judge does not answer a question without poles (quality): nothing of its to calibrate.
-        calibrations = ["none" if j.kind == "embedding" and questions[q].poles is None
+        calibrations = ["none" if not answers(j, questions[q])
                         else (auto_calibration if has_labels else "none") if j.calibration == "auto" else j.calibration
                         for j in judges]
         rules[q] = fit_rule(raw, labels, calibrations, content_free[q], resolve_combine(combine, has_labels))

@@ -51,8 +51,10 @@ def test_evolution_run_end_to_end(prefect_server, backend, tmp_path):
     assert len(candidates) == 8 and sorted(candidates["generation"].unique()) == [0, 1]
     assert candidates["cid"].is_unique
     for column in ["text", "expert_id", "genotype", "generation", "quality", "measure_sentiment", "inserted",
-                   "judge_chat0_quality", "judge_chat1_quality", "judge_chat0_sentiment", "judge_chat1_sentiment"]:
+                   "judge_chat0_quality", "judge_chat1_quality", "judge_chat0_sentiment", "judge_chat1_sentiment",
+                   "judge_emb_sentiment"]:  # the default panel: two chat judges, and MiniLM's poles for measures
         assert column in candidates.columns, column
+    assert "judge_emb_quality" not in candidates.columns
     assert all(len(g) == 3 for g in candidates["genotype"])
     valid = candidates[candidates["valid"]]
     assert valid["quality"].between(0, 1).all() and valid["measure_sentiment"].between(0, 1).all()
