@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-kb bench-screen bench-strategies bench-islands science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-kb bench-screen bench-strategies bench-islands bench-merge science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-strategies: install
 # cost per island count (about 10 minutes; ISLANDS_BENCH_ARGS=--quick for ~5)
 bench-islands: install
 	$(PY) benchmarks/islands_bench.py $(ISLANDS_BENCH_ARGS)
+
+# Merged models: two LoRA parents tuned on opposite niches, merged (linear, ties), each model evaluated against the
+# others and the champion (about 20 minutes on 2 shared cores, 10 more per extra seed: MERGE_BENCH_ARGS="--seeds 0 1 2")
+bench-merge: install
+	$(PY) benchmarks/merge_bench.py $(MERGE_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

@@ -3,6 +3,7 @@
     evoforge run --domain opinions --generations 8 [--finetune]
     evoforge finetune --data PATH | --run RUN_DIR
     evoforge evaluate --domain opinions --model URI
+    evoforge merge --models URI URI ... [--method ties --weights 0.6 0.4]
     evoforge ask "INSTRUCTION" --context TEXT [--reward R | --reward-file F]
     evoforge judges --domain opinions [--calibration platt]
     evoforge score --domain opinions --input texts.txt --output scores.csv
@@ -19,7 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from evoforge.core.budget import BudgetConfig
-from evoforge.core.config import EvaluateConfig, FinetuneConfig, IngestConfig, RunConfig, TournamentConfig
+from evoforge.core.config import EvaluateConfig, FinetuneConfig, IngestConfig, MergeConfig, RunConfig, TournamentConfig
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
 RUN_FLAGS = {
@@ -88,6 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baselines", nargs="*", choices=["zero_shot", "fixed_few_shot"], default=[])
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default="runs/evaluate")
+
+    mg = commands.add_parser("merge", help="merge tuned LoRA adapters into one model, evaluate it against each parent "
+                             "and the champion, promote it only through the gate")
+    mg.add_argument("--models", nargs="+", required=True, metavar="URI",
+                    help="two or more: models:/NAME/VERSION, runs:/RUN_ID/tuned_generator or checkpoint folders")
+    mfields = MergeConfig.model_fields
+    mg.add_argument("--method", choices=["linear", "ties", "dare_ties", "dare_linear"], default="linear",
+                    help=mfields["method"].description)
+    mg.add_argument("--weights", nargs="+", type=float, help=mfields["weights"].description)
+    mg.add_argument("--density", type=float, default=0.5, help=mfields["density"].description)
+    mg.add_argument("--merge-seed", type=int, default=0, help=mfields["seed"].description)
+    mg.add_argument("--register-as", help="registered model name (default: evoforge-<domain>)")
+    mg.add_argument("--domain", default="opinions", help="domain of the evaluation")
+    for flag, field in (("generations", "generations"), ("batch-size", "batch_size")):
+        mg.add_argument(f"--{flag}", type=int, default=EvaluateConfig.model_fields[field].default,
+                        help=f"evaluation: {EvaluateConfig.model_fields[field].description}")
+    mg.add_argument("--search", choices=["niche", "lmx", "fixed_few_shot", "zero_shot"], default="niche")
+    mg.add_argument("--margin", type=float, default=0.02, help="relative QD-score margin needed to promote")
+    mg.add_argument("--seed", type=int, default=0, help="random seed shared by every evaluated model")
+    mg.add_argument("--device", default="auto", help="where the models compute: auto, cpu, cuda, cuda:N")
+    mg.add_argument("--out", default="runs/merge")
 
     ask = commands.add_parser("ask", help="answer one task with the best of many experts (a tournament)")
     ask.add_argument("instruction", help="the task, e.g. 'Evaluate the investment viability of ...'")
@@ -254,6 +276,14 @@ def evaluate_request(args: argparse.Namespace) -> dict:
     return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed, out=args.out)
 
 
+def merge_request(args: argparse.Namespace) -> dict:
+    settings = MergeConfig(method=args.method, weights=args.weights, density=args.density, seed=args.merge_seed)
+    evaluation = EvaluateConfig(generations=args.generations, batch_size=args.batch_size, search=args.search,
+                                margin=args.margin)
+    return dict(models=args.models, settings=settings, domain=args.domain, evaluation=evaluation,
+                register_as=args.register_as, seed=args.seed, device=args.device, out=args.out)
+
+
 def print_passages(passages) -> None:
     for n, p in enumerate(passages, 1):
         extra = "".join(f", {k} {v}" for k, v in (("domain", p.domain), ("run", p.run), ("niche", p.niche)) if v)
@@ -282,7 +312,7 @@ def kb_command(args: argparse.Namespace) -> int:
 
 
 # The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
-FLOW_COMMANDS = ("run", "finetune", "evaluate", "ask", "kb")
+FLOW_COMMANDS = ("run", "finetune", "evaluate", "merge", "ask", "kb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             request = evaluate_request(args)
             load_domain(request["domain"]).check_files()
+        elif args.command == "merge":
+            from evoforge.training.merging import parent_adapters
+
+            request = merge_request(args)
+            load_domain(request["domain"]).check_files()
+            parent_adapters(request["models"], request["settings"])
         elif args.command in ("ask", "chat"):
             request = tournament_config(args)
             if request.kb:  # an empty or missing base is said before the server starts
@@ -359,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.finetune import evaluate_model
 
             summary = evaluate_model(**request)
+        elif args.command == "merge":
+            from flows.merge import merge_models
+
+            summary = merge_models(**request)
         elif args.command == "ui":
             from app.servers import Stack, StartupError, run_ui
 

@@ -21,6 +21,7 @@ from prefect.schedules import Cron
 from flows.evolution import evolution_run
 from flows.finetune import evaluate_model, finetune_model
 from flows.ingest import EXAMPLE as INGEST_EXAMPLE, ingest
+from flows.merge import merge_models
 from flows.tournament import EXAMPLE, moe_tournament
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -28,7 +29,7 @@ TIMEZONE = "UTC"
 
 
 def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: dict | None = None) -> list:
-    """The deployments: a nightly evolution run, and on-demand tournament, finetune, evaluate and ingest flows. Each runs
+    """The deployments: a nightly evolution run, and on-demand tournament, finetune, evaluate, merge and ingest flows. Each runs
     at most one at a time (the models are large next to 2 cores)."""
     return [
         evolution_run.to_deployment(
@@ -42,6 +43,11 @@ def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: 
         ),
         finetune_model.to_deployment(name="finetune", concurrency_limit=1, tags=["evoforge"]),
         evaluate_model.to_deployment(name="evaluate", concurrency_limit=1, tags=["evoforge"]),
+        merge_models.to_deployment(
+            name="merge", concurrency_limit=1, tags=["evoforge"],
+            description="Merge tuned LoRA adapters into one model; evaluate it against each parent and the champion; "
+            "promote it only through the gate (the run form asks for the models).",
+        ),
         ingest.to_deployment(
             name="ingest", concurrency_limit=1, parameters={"config": INGEST_EXAMPLE.model_dump(mode="json")},
             tags=["evoforge"], description="Add documents, a run's elites or ask answers to a knowledge base.",

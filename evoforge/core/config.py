@@ -159,6 +159,20 @@ class EvaluateConfig(_Config):
     )
 
 
+class MergeConfig(_Config):
+    """How tuned LoRA adapters of one base model are merged into one (peft's weighted adapter merging)."""
+
+    method: Literal["linear", "ties", "dare_ties", "dare_linear"] = Field(
+        "linear", description="linear: the weighted sum of the adapters' weight deltas (exact); ties: trim, elect "
+        "signs, mean of agreeing entries; dare_*: random drops with rescaling, then ties or linear"
+    )
+    weights: list[float] | None = Field(
+        None, min_length=2, description="One weight per model, in their order (default: equal weights summing to 1)"
+    )
+    density: float = Field(0.5, gt=0, le=1, description="ties and dare: share of each adapter's delta entries kept")
+    seed: int = Field(0, ge=0, description="Seed of DARE's random drops")
+
+
 class RunConfig(_Config):
     """An evolution run. Every field shows in the Prefect UI's run form and is logged as an MLflow param."""
 

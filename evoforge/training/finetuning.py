@@ -170,15 +170,18 @@ def evaluate_models(
     held_out: list | None = None,
     candidate_version: str | None = None,
     register_as: str | None = None,
+    rivals: list[tuple[str, str]] = (),
 ) -> dict:
-    """Candidate vs champion (+ baselines) on one budget; logs the table and plot; moves the champion alias
-    to `candidate_version` of `register_as` if the promotion rule says so."""
+    """Candidate vs champion (+ `rivals`, (label, model) pairs shown beside, e.g. a merged model's parents, + baselines)
+    on one budget; logs the table and plot; moves the champion alias to `candidate_version` of `register_as` if the
+    promotion rule (candidate vs champion) says so."""
     from models.embedder import load_embedder
     from models.loading import load_backend
 
     e = config.evaluate
     base = config.generator_models[0]
     plan = [("candidate", candidate, e.search), ("champion", champion, e.search)]
+    plan += [(label, model, e.search) for label, model in rivals]
     plan += [(name, base, name) for name in e.baselines]  # each baseline is the base model under that search
     backends = {m: load_backend(m, config.precision, config.device) for m in judge_models(config.judges)}
     panel = make_panel(config, load_domain(config.domain), backends)  # one fitted panel judges every arm

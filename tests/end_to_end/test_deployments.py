@@ -5,6 +5,7 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.evolution import evolution_run
 from flows.finetune import evaluate_model, finetune_model
+from flows.merge import merge_models
 from flows.ingest import ingest
 from flows.tournament import moe_tournament
 
@@ -20,7 +21,8 @@ def undescribed(schema: dict) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model, ingest], ids=lambda f: f.name)
+@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model, merge_models,
+                                   ingest], ids=lambda f: f.name)
 def test_every_run_form_field_has_a_description(flow):
     schema = parameter_schema(flow).model_dump_for_openapi()
     fields = len(schema["properties"]) + sum(len(d.get("properties", {})) for d in schema.get("definitions", {}).values())
@@ -44,3 +46,11 @@ def test_ingest_form_refuses_an_overlap_as_long_as_a_chunk():
     assert schema["definitions"]["IngestConfig"]["required"] == ["path"]
     with pytest.raises(ValidationError, match="overlap_words"):
         IngestConfig(path="docs", chunk_words=50, overlap_words=50)
+
+
+def test_merge_form_asks_for_the_models_and_offers_the_methods():
+    schema = parameter_schema(merge_models).model_dump_for_openapi()
+    assert schema["required"] == ["models"]
+    merge = schema["definitions"]["MergeConfig"]["properties"]
+    assert merge["method"]["enum"] == ["linear", "ties", "dare_ties", "dare_linear"]
+    assert merge["density"]["exclusiveMinimum"] == 0 and merge["density"]["maximum"] == 1
