@@ -337,14 +337,24 @@ class TournamentConfig(_Config):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1,
                                       description="Judges of relevance and coherence")
+    layers: int = Field(
+        1, ge=1, le=8, description="Layers of answering (Mixture-of-Agents): layer 1 answers the task; in each later "
+        "layer the same experts read the previous layer's answers and write improved ones; the last layer's answers "
+        "are judged and selected (1: one layer, no reading of peers)",
+    )
+    layer_context_chars: int = Field(
+        600, ge=50, le=20_000, description="Characters of the previous layer's answers a later layer reads, shared "
+        "equally among the distinct answers (a small model follows a short prompt better)",
+    )
     combine: Literal["mean", "weighted", "vote"] = Field(
         "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
     )
-    selection: Literal["judges", "consensus", "verifier", "stacked"] = Field(
+    selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"] = Field(
         "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
         "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "
         "'verifier' (highest P(correct) from a log-prob judge), 'stacked' (a model over these, fitted on the "
-        "labelled split data/ask/labelled.jsonl)",
+        "labelled split data/ask/labelled.jsonl); generator ensembles: 'vote' (the most common normalised short "
+        "answer wins), 'weighted' (consensus clusters weighted by each answer's expert value x judge score)",
     )
     consensus_similarity: Literal["words", "embedding"] = Field(
         "words", description="How consensus compares answers: 'words' (overlap of the words they add to the task) "
