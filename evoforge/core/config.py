@@ -203,7 +203,8 @@ class RunConfig(_Config):
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
-    search: Literal["lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche"] = Field(
+    search: Literal["lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche",
+                    "refine"] = Field(
         "lmx",
         description="'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
         "a frontier or extreme cell, with the nearest elites as examples and the niche named in the prompt); "
@@ -211,7 +212,8 @@ class RunConfig(_Config):
         "'target'; half the candidates start with the opening sentences of the elite nearest their target (the "
         "parent) for the model to continue, half are new texts aimed at it; "
         "'fixed_few_shot' / 'zero_shot': the QDAIF baselines; 'niche': a chat prompt asking for a random niche "
-        "(for tuned models)",
+        "(for tuned models); 'refine': targets as in 'target', and a chat prompt showing the 2-3 elites nearest "
+        "the target and asking for one new text of its niche that combines what is best in them (Mixture-of-Agents)",
     )
     screen: int = Field(
         0, ge=0, le=16, description="Screening by a learned value model: write screen x batch_size candidates and "

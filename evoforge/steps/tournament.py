@@ -28,7 +28,7 @@ from evoforge.core.domain import Question
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.search.generation import complete
 from evoforge.judges.panel import Panel, fit_panel
-from evoforge.core.prompts import trim_to_last_sentence
+from evoforge.core.prompts import aggregate_prompt, trim_to_last_sentence, without_list_marker
 from evoforge.judges.selection import (Consensus, Selector, agreement_reward, expert_weights, fit_selector,
                                        verifier_scores)
 from evoforge.core.store import write_json, write_parquet
@@ -205,10 +205,11 @@ def epsilon(state: TournamentState, iteration: int) -> float:
 
 
 def expert_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, str]], continue_tokens: int,
-                   seed: int, batch_size: int | None = None) -> pd.DataFrame:
+                   seed: int, batch_size: int | None = None, listed: bool = False) -> pd.DataFrame:
     """Each job (expert id, task) answered by its expert: one batched call per backend (in chunks of `batch_size`
     rows), one continuation for cut-off answers. Many tasks batch together (the benchmark answers every question
-    at once). One row per job, in job order, with the job's position as `job`."""
+    at once). `listed`: the prompts showed numbered references, and a list marker copied from them is dropped.
+    One row per job, in job order, with the job's position as `job`."""
     rows = []
     for name in sorted({experts[i].backend for i, _ in jobs}):
         backend = backends[name]
@@ -220,31 +221,17 @@ def expert_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, 
             settings = [experts[jobs[j][0]].sampling for j in chunk]
             done = complete(backend, prompts, settings, continue_tokens, seed=seed + start)
             for j, (text, tokens, continued) in zip(chunk, done):
+                text = without_list_marker(text) if listed else text
                 rows.append({"job": j, "expert_id": jobs[j][0], "backend": name, "text": trim_to_last_sentence(text),
                              "new_tokens": tokens, "continued": continued})
     return pd.DataFrame(rows).sort_values("job", ignore_index=True)
 
 
-def clip_words(text: str, max_chars: int) -> str:
-    """The text cut to at most `max_chars` characters at a word boundary, marked with '...' where cut."""
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max(0, max_chars - 4)].rsplit(" ", 1)[0]
-    return f"{cut} ..."
-
-
 def layer_prompt(task: str, previous: list[str], max_chars: int) -> str:
-    """Mixture-of-Agents' aggregate-and-refine prompt: the previous layer's distinct answers (each cut to an equal
-    share of `max_chars`, so the prompt stays bounded however many experts answered), then the task last (a small
-    model follows what it read last). Without previous answers, the task alone."""
-    distinct = list(dict.fromkeys(" ".join(t.split()) for t in previous if t.strip()))
-    if not distinct:
-        return task
-    share = max_chars // len(distinct)
-    shown = "\n".join(f"{i}. {clip_words(t, share)}" for i, t in enumerate(distinct, 1))
-    return (f"Answers from other experts (some may be wrong):\n{shown}\n\n"
-            f"Using what is right in them, write one better answer.\n{task}")
+    """A later layer's prompt: the previous layer's distinct answers, bounded to `max_chars`, then the task last
+    (`aggregate_prompt`). Without previous answers, the task alone."""
+    return aggregate_prompt(previous, max_chars, "Answers from other experts (some may be wrong):",
+                            f"Using what is right in them, write one better answer.\n{task}") or task
 
 
 LAYER_SEED_STEP = 1_000_000  # layer k > 1 generates with seed + (k - 1) * this: layer 1 keeps a one-layer seed
@@ -259,7 +246,7 @@ def layered_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int,
     frames, prompts = [], [task for _, task in jobs]
     for layer in range(1, layers + 1):
         done = expert_answers(backends, experts, [(i, p) for (i, _), p in zip(jobs, prompts)], continue_tokens,
-                              seed=seed + (layer - 1) * LAYER_SEED_STEP, batch_size=batch_size)
+                              seed=seed + (layer - 1) * LAYER_SEED_STEP, batch_size=batch_size, listed=layer > 1)
         frames.append(done.assign(layer=layer))
         by_task = defaultdict(list)
         for (_, task), text in zip(jobs, done["text"]):  # done is in job order

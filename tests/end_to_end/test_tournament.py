@@ -12,6 +12,7 @@ import pytest
 
 from evoforge.core.config import TournamentConfig
 from evoforge.core.experts import Expert
+from evoforge.core.prompts import without_list_marker
 from models.backend import SamplingSettings
 from evoforge.steps.tournament import (
     external_reward_from_file,
@@ -81,6 +82,9 @@ def test_a_later_layer_reads_the_previous_answers_within_a_bounded_prompt():
     long = layer_prompt(task, [f"Answer {i} is " + "word " * 100 for i in range(16)], max_chars=300)
     assert len(long) < 300 + 16 * 4 + 200 + len(task)  # 16 answers share the same 300 characters
     assert layer_prompt(task, ["", " "], 300) == task  # nothing to read: the task alone
+    # A later layer's expert may copy the list's numbering: dropped, so a cut-off answer is not trimmed to "1.".
+    assert [without_list_marker(t) for t in ("1. Paris is the capital.", "2) Paris.", "- Paris.", "1.5 km.")] == \
+        ["Paris is the capital.", "Paris.", "Paris.", "1.5 km."]
 
 
 def test_the_last_layers_answers_are_the_candidates():

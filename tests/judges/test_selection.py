@@ -188,6 +188,29 @@ def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_moa_benchmark_compares_layers_with_one_layer_at_counted_tokens(tmp_path):
+    """`benchmarks/moa_bench.py --quick`: a few questions through the real model in 3 layers and 3 one-layer
+    repeats; every arm reports its counted tokens and each selection's accuracy (never above the ceiling)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "moa_bench.py"), "--quick", "--threads", "1", "--out",
+                    str(tmp_path)], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
+    result = json.loads(next(tmp_path.glob("*-moa-quick.json")).read_text())
+    arms = {r["arm"]: r for r in result["arms"]}
+    assert list(arms) == [*(f"1 layer x {r} answers each" for r in (1, 2, 3)), "2 layers", "3 layers"]
+    one = arms["1 layer x 1 answers each"]["tokens_per_question"]
+    assert arms["2 layers"]["tokens_per_question"] > one and arms["1 layer x 2 answers each"]["tokens_per_question"] > one
+    for arm in arms.values():
+        assert all(0 <= arm[m]["mean"] <= arm["ceiling"]["mean"] for m in ("single", "consensus", "vote", "weighted"))
+    assert [r["layer"] for r in result["per_layer"]] == [1, 2, 3] and "| 2 layers |" in result["table"]
+
+
+@pytest.mark.slow
 def test_the_ask_benchmark_at_asks_answer_count_reports_only_the_consensus_methods(tmp_path):
     """`--repeats 2 --features consensus`: every expert answers twice, the judges and verifier never run, and the
     table holds only the methods that need neither (no rows of unmeasured methods)."""
