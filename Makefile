@@ -49,8 +49,8 @@ science: install
 bench-ask: install
 	$(PY) benchmarks/ask_bench.py $(ASK_BENCH_ARGS)
 
-# ask's layers (Mixture-of-Agents) and generator ensembles against one layer at equal generated tokens (about 35
-# minutes for 3 seeds on one core; MOA_BENCH_ARGS=--quick for about a minute)
+# ask's layers (Mixture-of-Agents) and generator ensembles against one layer at equal generated tokens (17-26
+# minutes per seed on one shared core; MOA_BENCH_ARGS=--quick for about a minute)
 bench-moa: install
 	$(PY) benchmarks/moa_bench.py $(MOA_BENCH_ARGS)
 

@@ -190,12 +190,15 @@ def main() -> int:
         cached = Path(args.cache) / f"seed{seed}-layers{args.layers}.parquet" if args.cache else None
         if cached and cached.exists():
             frames.append(pd.read_parquet(cached))
+            timed = cached.with_suffix(".timings.json")  # the collection's wall times travel with its answers
+            timings[seed] = json.loads(timed.read_text()) if timed.exists() else {}
             continue
         timings[seed] = {}
         frame = collect(seed, questions, config, backend, args.layers, timings[seed])
         if cached:
             cached.parent.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(cached)
+            cached.with_suffix(".timings.json").write_text(json.dumps(timings[seed]))
         frames.append(frame)
     answers = pd.concat(frames, ignore_index=True)
     results = {"machine": machine,
