@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-kb bench-screen bench-strategies bench-islands bench-merge science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-islands bench-merge science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ science: install
 # (ASK_BENCH_ARGS=--quick for a smoke run of about a minute)
 bench-ask: install
 	$(PY) benchmarks/ask_bench.py $(ASK_BENCH_ARGS)
+
+# ask's layers (Mixture-of-Agents) and generator ensembles against one layer at equal generated tokens (17-26
+# minutes per seed on one shared core; MOA_BENCH_ARGS=--quick for about a minute)
+bench-moa: install
+	$(PY) benchmarks/moa_bench.py $(MOA_BENCH_ARGS)
 
 # The knowledge base: retrieval on data/kb's labelled questions, ingest and query at 10k/100k chunks, ask with and
 # without it (KB_BENCH_ARGS="--scales 10000 --ask-tasks 2" for a few minutes)

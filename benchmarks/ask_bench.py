@@ -52,6 +52,19 @@ HELD_OUT = ("### Instruction:\nTwo answers to the task below follow. Which answe
             "and clear? Reply with A or B.\n\nTask: {task}\n\n### Input:\nA: {a}\n\nB: {b}\n\n### Response:")
 
 
+def bench_setup(experts: int, max_new_tokens: int) -> tuple[TournamentConfig, dict]:
+    """The benchmarks' tournament settings (ask's, with a short answer's budget) and the machine, printed."""
+    from benchmarks.machine import machine_info
+    from models.devices import resolve_precision
+
+    config = TournamentConfig(instruction="benchmark", experts=experts, max_new_tokens=max_new_tokens,
+                              continue_tokens=max(4, max_new_tokens // 3))
+    machine = {**machine_info(), "precision": resolve_precision(config.precision),
+               "load_average_at_start": os.getloadavg()[0]}
+    print(f"machine: {machine}", flush=True)
+    return config, machine
+
+
 def load_questions(path: Path = QUESTIONS) -> tuple[str, pd.DataFrame, list[str]]:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     frame = pd.DataFrame(raw["questions"]).rename(columns={"q": "question"})
@@ -251,10 +264,8 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from benchmarks.machine import machine_info
     from models.embedder import load_embedder
     from models.loading import load_backend
-    from models.devices import resolve_precision
 
     prompt, questions, open_tasks = load_questions()
     if args.quick:
@@ -262,11 +273,7 @@ def main() -> int:
         args.seeds, args.experts, args.max_new_tokens = 1, 3, 8
     questions["task"] = [prompt.replace("{question}", q) for q in questions["question"]]
     opens = pd.DataFrame({"task": open_tasks, "qid": -1 - np.arange(len(open_tasks)), "labelled": False})
-    config = TournamentConfig(instruction="benchmark", experts=args.experts, max_new_tokens=args.max_new_tokens,
-                              continue_tokens=max(4, args.max_new_tokens // 3))
-    machine = {**machine_info(), "precision": resolve_precision(config.precision),
-               "load_average_at_start": os.getloadavg()[0]}
-    print(f"machine: {machine}", flush=True)
+    config, machine = bench_setup(args.experts, args.max_new_tokens)
     started = time.perf_counter()
     backend = load_backend("smollm2", config.precision)
     embedder = load_embedder("minilm")

@@ -232,7 +232,8 @@ class RunConfig(_Config):
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
-    search: Literal["lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche"] = Field(
+    search: Literal["lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche",
+                    "refine"] = Field(
         "lmx",
         description="'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
         "a frontier or extreme cell, with the nearest elites as examples and the niche named in the prompt); "
@@ -240,7 +241,8 @@ class RunConfig(_Config):
         "'target'; half the candidates start with the opening sentences of the elite nearest their target (the "
         "parent) for the model to continue, half are new texts aimed at it; "
         "'fixed_few_shot' / 'zero_shot': the QDAIF baselines; 'niche': a chat prompt asking for a random niche "
-        "(for tuned models)",
+        "(for tuned models); 'refine': targets as in 'target', and a chat prompt showing the 2-3 elites nearest "
+        "the target and asking for one new text of its niche that combines what is best in them (Mixture-of-Agents)",
     )
     screen: int = Field(
         0, ge=0, le=16, description="Screening by a learned value model: write screen x batch_size candidates and "
@@ -366,14 +368,24 @@ class TournamentConfig(_Config):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     judges: list[JudgeConfig] = Field(default_factory=default_judges, min_length=1,
                                       description="Judges of relevance and coherence")
+    layers: int = Field(
+        1, ge=1, le=8, description="Layers of answering (Mixture-of-Agents): layer 1 answers the task; in each later "
+        "layer the same experts read the previous layer's answers and write improved ones; the last layer's answers "
+        "are judged and selected (1: one layer, no reading of peers)",
+    )
+    layer_context_chars: int = Field(
+        600, ge=50, le=20_000, description="Characters of the previous layer's answers a later layer reads, shared "
+        "equally among the distinct answers (a small model follows a short prompt better)",
+    )
     combine: Literal["mean", "weighted", "vote"] = Field(
         "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
     )
-    selection: Literal["judges", "consensus", "verifier", "stacked"] = Field(
+    selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"] = Field(
         "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
         "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "
         "'verifier' (highest P(correct) from a log-prob judge), 'stacked' (a model over these, fitted on the "
-        "labelled split data/ask/labelled.jsonl)",
+        "labelled split data/ask/labelled.jsonl); generator ensembles: 'vote' (the most common normalised short "
+        "answer wins), 'weighted' (consensus clusters weighted by each answer's expert value x judge score)",
     )
     consensus_similarity: Literal["words", "embedding"] = Field(
         "words", description="How consensus compares answers: 'words' (overlap of the words they add to the task) "

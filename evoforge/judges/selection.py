@@ -12,9 +12,17 @@ Each method is a plain function of a frame of per-answer features (one row per a
   (`verifier_scores`), calibrated (Platt) on a labelled split.
 - `stacked`: a logistic regression over the features above (judge score, agreement, verifier), fitted on the
   labelled split with `evoforge.judges.ensembles` (stacking); keeps the highest predicted P(correct).
+
+Generator ensembles (the seed's voting and weighted averaging, applied to whole answers: the experts' models may
+differ in tokenizer and sampling settings, and each answer is drawn in one batched call, so a token-level average
+would need every expert to decode in lockstep; an answer-level combination needs neither):
+
+- `vote`: every answer votes for its normalised short answer (`short_answer`: the words it adds to the task); the
+  most common one wins (ties: the earlier answer's), and among its answers the best-scored (else most central).
+- `weighted`: the consensus clusters, each answer's vote weighted by its expert's weight (`expert_weights`, from
+  the learned values) times its judge score where judges ran; the heaviest cluster wins.
 """
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,8 +34,8 @@ from evoforge.judges.calibration import Calibrator, fit_calibrator
 from evoforge.judges.ensembles import Ensemble, fit_ensemble
 from evoforge.core.words import STOPWORDS, words
 
-SelectionMethod = Literal["judges", "consensus", "verifier", "stacked"]
-SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked")
+SelectionMethod = Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"]
+SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked", "vote", "weighted")
 NEEDS_LABELS = {"stacked"}  # fitted on the labelled split; the verifier's Platt map is monotone, so optional
 STACKED_FEATURES = ("score", "agreement", "verifier")
 
@@ -104,6 +112,30 @@ def consensus_features(similarity: np.ndarray, threshold: float) -> pd.DataFrame
     return pd.DataFrame({"cluster": labels, "agreement": agreement(labels), "centrality": centrality(similarity)})
 
 
+def vote_forms(texts: list[str], task: str = "") -> np.ndarray:
+    """Each answer's vote: an id of its normalised short answer, 0 the most common (ties: the earlier answer's),
+    -1 where the answer adds nothing to the task (it votes for nothing)."""
+    forms = [short_answer(t, task) for t in texts]
+    counts: dict[frozenset, int] = {}
+    for form in forms:
+        if form:
+            counts[form] = counts.get(form, 0) + 1
+    first = {form: forms.index(form) for form in counts}
+    ranked = sorted(counts, key=lambda f: (-counts[f], first[f]))
+    ids = {form: i for i, form in enumerate(ranked)}
+    return np.array([ids.get(form, -1) for form in forms], dtype=int)
+
+
+def expert_weights(values) -> np.ndarray:
+    """Each expert's vote weight from its learned value: a softmax over values with the values' own spread as
+    temperature (scale-free: the best expert weighs 1, the worst 1/e, equal values weigh equally)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return values
+    spread = values.max() - values.min()
+    return np.exp((values - values.max()) / spread) if spread > 0 else np.ones_like(values)
+
+
 def agreement_reward(labels: np.ndarray, kept: int) -> np.ndarray:
     """Each answer's reward for its expert: 1.0 where it says what the kept answer says (same cluster), else 0.0.
     Over many tasks an expert's value then ranks it by how often it is right, as far as consensus is."""
@@ -124,11 +156,32 @@ def select_judges(features: pd.DataFrame) -> int:
     return _best(features["score"])
 
 
-def select_consensus(features: pd.DataFrame) -> int:
-    """The best answer of the largest cluster: by judge score where there is one, else the most central."""
-    members = np.flatnonzero(features["cluster"].to_numpy() == 0)  # cluster 0 is the largest
+def _best_member(features: pd.DataFrame, members: np.ndarray) -> int:
+    """The best of a group of answers: by judge score where there is one, else the most central."""
     tie = features["score"] if "score" in features and features["score"].notna().any() else features["centrality"]
     return int(members[_best(tie.to_numpy()[members])])
+
+
+def select_consensus(features: pd.DataFrame) -> int:
+    """The best answer of the largest cluster: by judge score where there is one, else the most central."""
+    return _best_member(features, np.flatnonzero(features["cluster"].to_numpy() == 0))  # cluster 0 is the largest
+
+
+def select_vote(features: pd.DataFrame) -> int:
+    """The best answer among those voting for the most common short answer (`form` 0); where no answer adds
+    anything to the task, the consensus pick."""
+    members = np.flatnonzero(features["form"].to_numpy() == 0)
+    return _best_member(features, members) if len(members) else select_consensus(features)
+
+
+def select_weighted(features: pd.DataFrame) -> int:
+    """The best answer of the heaviest cluster: each answer weighs its expert's `weight` times its judge score
+    (1 where judges did not run)."""
+    score = features["score"] if "score" in features and features["score"].notna().any() else 1.0
+    votes = (features["weight"] * score).fillna(0.0).to_numpy(dtype=float)
+    labels = features["cluster"].to_numpy()
+    heaviest = int(np.argmax(np.bincount(labels, weights=votes)))  # ties: the lower label, the larger cluster
+    return _best_member(features, np.flatnonzero(labels == heaviest))
 
 
 def select_verifier(features: pd.DataFrame) -> int:
@@ -152,7 +205,8 @@ def fit_stacker(features: pd.DataFrame, correct) -> Ensemble:
 def needed_features(method: str) -> set[str]:
     """Which features a method reads, so callers compute only those (judging and verifying cost forward passes)."""
     return {"judges": {"score"}, "consensus": {"cluster", "score"}, "verifier": {"verifier"},
-            "stacked": set(STACKED_FEATURES)}[method]
+            "stacked": set(STACKED_FEATURES), "vote": {"form", "score"},
+            "weighted": {"cluster", "weight", "score"}}[method]
 
 
 def select(method: str, features: pd.DataFrame, stacker: Ensemble | None = None) -> int:
@@ -163,6 +217,12 @@ def select(method: str, features: pd.DataFrame, stacker: Ensemble | None = None)
         return select_consensus(features)
     if method == "verifier":
         return select_verifier(features)
+    if method == "vote":
+        return select_vote(features)
+    if method == "weighted":
+        if "weight" not in features:
+            raise ValueError("selection=weighted needs each answer's expert weight (`weight`, from expert_weights)")
+        return select_weighted(features)
     if method == "stacked":
         if stacker is None:
             raise ValueError("selection=stacked needs a model fitted on the labelled split (fit_stacker)")
@@ -239,9 +299,14 @@ class Selector:
     def verifies(self) -> bool:
         return self.method in ("verifier", "stacked")
 
-    def features(self, texts: list[str], task: str, scores=None, verifier_raw=None, embedder=None) -> pd.DataFrame:
-        """The features frame for one task's answers: judge `score` (if given), consensus columns, `verifier`."""
+    def features(self, texts: list[str], task: str, scores=None, verifier_raw=None, embedder=None,
+                 weights=None) -> pd.DataFrame:
+        """The features frame for one task's answers: judge `score` (if given), consensus columns, the vote
+        (`form`), each answer's expert `weight` (if given), `verifier`."""
         frame = self.consensus.features(texts, task, embedder)
+        frame["form"] = vote_forms(texts, task)
+        if weights is not None:
+            frame["weight"] = np.asarray(weights, dtype=float)
         if scores is not None:
             frame["score"] = np.asarray(scores, dtype=float)
         if verifier_raw is not None:

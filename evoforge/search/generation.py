@@ -10,8 +10,10 @@ from evoforge.core.domain import Domain
 from evoforge.core.experts import Expert
 from evoforge.core.niches import niche_prompt, niche_wish, random_niche
 from evoforge.core.mutation import mutate
-from evoforge.core.prompts import cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence
-from evoforge.search.targeting import SPLICE_EXPLORATION, labelled_prompt, splice_plan, target_genotype
+from evoforge.core.prompts import (cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence,
+                                   without_list_marker)
+from evoforge.search.targeting import (SPLICE_EXPLORATION, labelled_prompt, refine_plan, splice_plan,
+                                       target_genotype)
 
 MIN_TEXT_CHARS = 12  # shorter outputs ("I'm.", "") are recorded but not judged
 
@@ -47,7 +49,9 @@ def plan_candidates(
     `evoforge.search.targeting`); 'target_zero_shot' aims at a cell the same way but with no examples, only the niche
     named on the open line; 'splice' aims at a cell the same way and starts the candidate with the opening
     sentences of the elite nearest to it, which the model continues; half its candidates (all while the archive
-    is empty) are new texts aimed at their target as 'target_zero_shot' writes them (`SPLICE_EXPLORATION`).
+    is empty) are new texts aimed at their target as 'target_zero_shot' writes them (`SPLICE_EXPLORATION`);
+    'refine' aims at a cell the same way and asks, in the chat format, for one new text combining the elites
+    nearest to it (`refine_plan`; their texts are the plan's genotype, its parents).
     """
     plans = []
     g = domain.generator
@@ -63,6 +67,10 @@ def plan_candidates(
                 wish = niche_wish(domain, list(target))
                 prompt = labelled_prompt(expert.system_prompt, g.template, examples, wish, g.separator)
                 plans.append(Plan(expert, search, [text for text, _ in examples], prompt))
+                continue
+            if search == "refine":
+                _, parents, prompt = refine_plan(domain, elites, rng)
+                plans.append(Plan(expert, "refine", parents, prompt, chat=True))
                 continue
             if search == "splice":
                 target, start = splice_plan(domain, elites, rng)
@@ -128,6 +136,7 @@ def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue
         prompts = [backend.chat_prompt(plans[i].prompt) if plans[i].chat else plans[i].prompt for i in rows]
         done = complete(backend, prompts, [plans[i].expert.sampling for i in rows], continue_tokens, seed, separator)
         for i, (text, n, more) in zip(rows, done):
+            text = without_list_marker(text) if plans[i].mutation == "refine" else text  # it read a numbered list
             texts[i], tokens[i], continued[i] = join_opening(plans[i].opening, text), n, more
     texts = [trim_to_last_sentence(t) for t in texts]
     return pd.DataFrame(

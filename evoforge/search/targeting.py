@@ -17,6 +17,10 @@ elite nearest to the target (its parent), under an open line naming the target's
 rest. A child resembles its parent far more than a few-shot example makes it, so a run climbs, generation by
 generation, toward the cells random sampling reaches only by luck (`splice_plan`).
 
+`search: refine` is Mixture-of-Agents as an operator: the 2-3 elites nearest the target are shown to the model
+as references, and it is asked to combine what is best in them into one new text of the target's niche
+(`refine_plan`).
+
 Every draw comes from the generation's rng, so a run stays reproducible and resumable.
 """
 
@@ -24,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from evoforge.core.domain import Domain
-from evoforge.core.niches import niche_wish
-from evoforge.core.prompts import sentence_ends
+from evoforge.core.niches import niche_prompt, niche_wish
+from evoforge.core.prompts import aggregate_prompt, sentence_ends
 
 # Share of a splice batch written from scratch (aimed at the target, no opening): splicing climbs from the elites it
 # has, and the rare far-out texts it climbs from are found by sampling. Half and half, by design, not tuned.
@@ -146,6 +150,27 @@ def opening(text: str, rng: np.random.Generator) -> str:
     if openings:
         return openings[int(rng.integers(len(openings)))]
     return word_opening(text.strip(), rng)
+
+
+# `search: refine`: how many elites nearest the target the aggregator reads, and how many of their characters (a
+# small model follows a short prompt better, and every prompt token costs time on a CPU). MoA's 2-3 references.
+REFINE_PARENTS = 3
+REFINE_CHARS = 900
+
+
+def refine_plan(domain: Domain, elites: pd.DataFrame, rng: np.random.Generator) -> tuple[tuple[int, ...], list[str], str]:
+    """`search: refine` (Mixture-of-Agents as an operator): a target cell, the texts of the REFINE_PARENTS elites
+    nearest to it (the parents, nearest last), and the chat instruction asking to combine them into one new text
+    of the target's niche (`aggregate_prompt`). While the archive is empty, no parents and the plain niche
+    instruction."""
+    target = pick_target(elites, domain.axis_names, domain.grid_shape, rng)
+    near = nearest_elites(elites, domain.axis_names, target, REFINE_PARENTS, rng)
+    parents = [str(t) for t in near["text"]] if len(near) else []
+    wish = niche_wish(domain, list(target))
+    prompt = aggregate_prompt(parents, REFINE_CHARS, f"{domain.description} Texts close to the goal:",
+                              f"Combine what is best in them into one new text whose {wish}. Reply with the text "
+                              "only.")
+    return target, parents, prompt or niche_prompt(domain, list(target))
 
 
 def splice_plan(domain: Domain, elites: pd.DataFrame, rng: np.random.Generator) -> tuple[tuple[int, ...], str]:

@@ -23,7 +23,8 @@ from evoforge.core.store import write_parquet
 from evoforge.knowledge.base import KnowledgeBase
 from evoforge.knowledge.records import RECORDS_FILE, record, source_list, write_records
 from evoforge.steps.tournament import (TournamentSpec, TournamentState, answer_step, fit_tournament_judges,
-                                       judge_step, learn_values, load_spec, prepare_tournament, retrieve)
+                                       judge_step, last_layer, learn_values, load_spec, prepare_tournament,
+                                       retrieve)
 
 HISTORY_TURNS = 3  # earlier turns the experts read: the 135M model's context is small and it drifts on long ones
 
@@ -50,7 +51,7 @@ class ChatSession:
         state = TournamentState(config, self.spec, self.experts, self.root, retrieval)
         panel = fit_tournament_judges(state, self.backends)
         number = len(self.turns)
-        judged = judge_step(state, panel, answer_step(state, number, self.backends), self.backends)
+        judged = last_layer(judge_step(state, panel, answer_step(state, number, self.backends), self.backends))
         kept = state.selector.pick(judged.reset_index(drop=True))
         values = learn_values(config, state.values, judged, kept, kept, 0.0, None)
         chosen = judged.iloc[kept]

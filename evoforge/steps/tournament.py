@@ -1,6 +1,8 @@
 """The mixture-of-experts tournament: answer one task with the best of many experts.
 
-Each iteration: the experts answer (one batched call per backend, one continuation for cut-off answers), the judges
+Each iteration: the experts answer (one batched call per backend, one continuation for cut-off answers; with
+`layers` > 1, Mixture-of-Agents: each later layer's experts read the previous layer's answers and write improved
+ones, and the last layer's answers go on), the judges
 score every answer for relevance and coherence, the configured selection (`evoforge.judges.selection`: judges, consensus,
 verifier or stacked) picks an answer (or, with a decaying exploration rate, another), a reward judge labels it
 ("highly effective" ... "bad" -> 1.0 ... 0.0), an optional external reward is added, and the expert values learn:
@@ -11,6 +13,7 @@ are saved, so the next task starts from what this one learnt.
 """
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,8 +28,9 @@ from evoforge.core.domain import Question
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.search.generation import complete
 from evoforge.judges.panel import Panel, fit_panel
-from evoforge.core.prompts import trim_to_last_sentence
-from evoforge.judges.selection import Consensus, Selector, agreement_reward, fit_selector, verifier_scores
+from evoforge.core.prompts import aggregate_prompt, trim_to_last_sentence, without_list_marker
+from evoforge.judges.selection import (Consensus, Selector, agreement_reward, expert_weights, fit_selector,
+                                       verifier_scores)
 from evoforge.core.store import write_json, write_parquet
 from evoforge.knowledge.base import KnowledgeBase, Passage, open_base
 from evoforge.knowledge.records import RECORDS_FILE, record, source_list, sources_markdown, write_records
@@ -201,10 +205,11 @@ def epsilon(state: TournamentState, iteration: int) -> float:
 
 
 def expert_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, str]], continue_tokens: int,
-                   seed: int, batch_size: int | None = None) -> pd.DataFrame:
+                   seed: int, batch_size: int | None = None, listed: bool = False) -> pd.DataFrame:
     """Each job (expert id, task) answered by its expert: one batched call per backend (in chunks of `batch_size`
     rows), one continuation for cut-off answers. Many tasks batch together (the benchmark answers every question
-    at once). One row per job, in job order, with the job's position as `job`."""
+    at once). `listed`: the prompts showed numbered references, and a list marker copied from them is dropped.
+    One row per job, in job order, with the job's position as `job`."""
     rows = []
     for name in sorted({experts[i].backend for i, _ in jobs}):
         backend = backends[name]
@@ -216,42 +221,84 @@ def expert_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, 
             settings = [experts[jobs[j][0]].sampling for j in chunk]
             done = complete(backend, prompts, settings, continue_tokens, seed=seed + start)
             for j, (text, tokens, continued) in zip(chunk, done):
+                text = without_list_marker(text) if listed else text
                 rows.append({"job": j, "expert_id": jobs[j][0], "backend": name, "text": trim_to_last_sentence(text),
                              "new_tokens": tokens, "continued": continued})
     return pd.DataFrame(rows).sort_values("job", ignore_index=True)
 
 
+def layer_prompt(task: str, previous: list[str], max_chars: int) -> str:
+    """A later layer's prompt: the previous layer's distinct answers, bounded to `max_chars`, then the task last
+    (`aggregate_prompt`). Without previous answers, the task alone."""
+    return aggregate_prompt(previous, max_chars, "Answers from other experts (some may be wrong):",
+                            f"Using what is right in them, write one better answer.\n{task}") or task
+
+
+LAYER_SEED_STEP = 1_000_000  # layer k > 1 generates with seed + (k - 1) * this: layer 1 keeps a one-layer seed
+
+
+def layered_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, str]], layers: int,
+                    context_chars: int, continue_tokens: int, seed: int, batch_size: int | None = None) -> pd.DataFrame:
+    """Each job (expert id, task) answered in `layers` layers: layer 1 answers the task; in layer k every job's
+    expert reads the layer k-1 answers to the same task (all experts' answers, `layer_prompt`) and writes an
+    improved one. One batched `expert_answers` call per layer for all tasks together. One row per job and layer,
+    with `job` and `layer` (1..layers)."""
+    frames, prompts = [], [task for _, task in jobs]
+    for layer in range(1, layers + 1):
+        done = expert_answers(backends, experts, [(i, p) for (i, _), p in zip(jobs, prompts)], continue_tokens,
+                              seed=seed + (layer - 1) * LAYER_SEED_STEP, batch_size=batch_size, listed=layer > 1)
+        frames.append(done.assign(layer=layer))
+        by_task = defaultdict(list)
+        for (_, task), text in zip(jobs, done["text"]):  # done is in job order
+            by_task[task].append(text)
+        prompts = [layer_prompt(task, by_task[task], context_chars) for _, task in jobs]
+    return pd.concat(frames, ignore_index=True)
+
+
+def last_layer(answers: pd.DataFrame) -> pd.DataFrame:
+    """The answers of the last layer (those judged against each other and selected from); records written
+    before layers existed hold one layer."""
+    return answers[answers["layer"] == answers["layer"].max()] if "layer" in answers else answers
+
+
 def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.DataFrame:
-    """The answering experts (all, or `answering` of them picked by value) each write one answer."""
+    """The answering experts (all, or `answering` of them picked by value) each write one answer, in
+    `config.layers` layers (`layered_answers`); every layer's answers are returned, marked with `layer`."""
     config = state.config
     rng = np.random.default_rng([config.seed, iteration])
     k = len(state.experts) if config.answering is None else min(config.answering, len(state.experts))
     picked = sorted(pick_experts(state.values, k, epsilon(state, iteration), rng))
-    answers = expert_answers(backends, state.experts, [(i, state.prompt) for i in picked], config.continue_tokens,
-                             seed=config.seed * 1000 + iteration)
+    answers = layered_answers(backends, state.experts, [(i, state.prompt) for i in picked], config.layers,
+                              config.layer_context_chars, config.continue_tokens, seed=config.seed * 1000 + iteration)
     return answers.drop(columns="job").assign(iteration=iteration)[
-        ["iteration", "expert_id", "backend", "text", "new_tokens", "continued"]]
+        ["iteration", "layer", "expert_id", "backend", "text", "new_tokens", "continued"]]
 
 
 def judge_step(state: TournamentState, panel: Panel, answers: pd.DataFrame, backends: dict[str, Backend]) -> pd.DataFrame:
-    """Every judge scores every answer on every question (`score`: the mean of the panel's question scores), and
-    the selection's features are added: consensus (`cluster`, `agreement`, `centrality`) and, for the verifier
-    and stacked selections, the verifier's P(correct)."""
+    """Every judge scores every answer (of every layer, one batched call: the per-layer scores show whether reading
+    peers helped) on every question (`score`: the mean of the panel's question scores), and the selection's
+    features are added, among each layer's answers: consensus (`cluster`, `agreement`, `centrality`), the vote,
+    the expert weights and, for the verifier and stacked selections, the verifier's P(correct)."""
     scores = panel.judge(backends, answers["text"].tolist())
     scores.index = answers.index
     judged = answers.join(scores)
     judged["score"] = judged[list(panel.columns.values())].mean(axis=1)
-    return with_features(state, judged, backends)
+    if "layer" not in judged:
+        return with_features(state, judged, backends)
+    return pd.concat([with_features(state, group, backends) for _, group in judged.groupby("layer", sort=True)]
+                     ).loc[judged.index]
 
 
 def with_features(state: TournamentState, judged: pd.DataFrame, backends: dict) -> pd.DataFrame:
-    """The selection's features for these answers (consensus among them; the verifier's score where needed)."""
+    """The selection's features for these answers (consensus among them; each answer's expert weight from the
+    experts' current values; the verifier's score where needed)."""
     texts = judged["text"].tolist()
     verifier_raw = None
     if state.selector.verifies:
         verifier_raw = (judged["verifier_raw"] if "verifier_raw" in judged else
                         verifier_scores(backends[state.config.reward_model], [state.task] * len(texts), texts))
-    features = state.selector.features(texts, state.task, judged["score"], verifier_raw)
+    weights = expert_weights(state.values)[judged["expert_id"].to_numpy(dtype=int)]
+    features = state.selector.features(texts, state.task, judged["score"], verifier_raw, weights=weights)
     features.index = judged.index
     return judged.drop(columns=[c for c in features if c in judged]).join(features)
 
@@ -336,22 +383,24 @@ class IterationOutcome:
 
 def reward_step(state: TournamentState, judged: pd.DataFrame, iteration: int, backends: dict[str, Backend],
                 external: float | None) -> IterationOutcome:
-    """Select an answer, have it labelled, add the external reward and learn the expert values (learn_values)."""
+    """Select an answer of the last layer, have it labelled, add the external reward and learn the expert values
+    (learn_values). The outcome's answers are every layer's."""
     config = state.config
     rng = np.random.default_rng([config.seed, iteration, 1])
     eps = epsilon(state, iteration)
-    kept = state.selector.pick(judged.reset_index(drop=True))
-    row, explored = select_answer(judged["score"].to_numpy(), eps, rng, best=kept)
-    chosen = judged.iloc[row]
+    final = last_layer(judged)
+    kept = state.selector.pick(final.reset_index(drop=True))
+    row, explored = select_answer(final["score"].to_numpy(), eps, rng, best=kept)
+    chosen = final.iloc[row]
     label, intrinsic, probs = reward_label(backends[config.reward_model], state.spec, state.task, chosen["text"],
                                            calibrate=config.reward_calibration == "contextual")
     reward = intrinsic + (external or 0.0)
     expert_id = int(chosen["expert_id"])
-    values = learn_values(config, state.values, judged, kept, row, reward, external)
+    values = learn_values(config, state.values, final, kept, row, reward, external)
     experts = [replace(e, value=float(v), picks=e.picks + (e.expert_id == expert_id))
                for e, v in zip(state.experts, values)]
-    judged = judged.assign(selected=np.arange(len(judged)) == row, reward_label=None, reward=np.nan)
-    judged.loc[judged.index[row], ["reward_label", "reward"]] = [label, reward]
+    judged = judged.assign(selected=judged.index == final.index[row], reward_label=None, reward=np.nan)
+    judged.loc[final.index[row], ["reward_label", "reward"]] = [label, reward]
     record = {
         "iteration": iteration, "expert_id": expert_id, "explored": bool(explored), "epsilon": float(eps),
         "score": float(chosen["score"]), "reward_label": label, "intrinsic_reward": intrinsic,
@@ -385,16 +434,24 @@ def iteration_metrics(record: dict, judged: pd.DataFrame) -> dict[str, float]:
     metrics = {k: float(record[k]) for k in ("score", "intrinsic_reward", "reward", "total_reward", "epsilon")}
     metrics["external_reward"] = float(record["external_reward"] or 0.0)
     metrics["explored"] = float(record["explored"])
-    metrics["best_score"] = float(judged["score"].max())
-    metrics["mean_score"] = float(judged["score"].mean())
+    final = last_layer(judged)
+    metrics["best_score"] = float(final["score"].max())
+    metrics["mean_score"] = float(final["score"].mean())
+    metrics["new_tokens"] = float(judged["new_tokens"].sum())  # every layer's: the iteration's generation cost
+    if "layer" in judged:  # does reading the previous layer raise the judges' scores, agreement, length?
+        for layer, group in judged.groupby("layer"):
+            metrics[f"layer/{layer}/mean_score"] = float(group["score"].mean())
+            metrics[f"layer/{layer}/agreement"] = float(group["agreement"].mean())
+            metrics[f"layer/{layer}/new_tokens"] = float(group["new_tokens"].sum())
     metrics.update({f"expert/{i}/value": float(v) for i, v in enumerate(record["values"])})  # ids index values
     return metrics
 
 
 def best_answer(state: TournamentState, answers: pd.DataFrame) -> int:
-    """The kept answer's row: the selection over every answer of every iteration (more answers, a firmer
-    consensus than any one iteration's)."""
-    return state.selector.pick(with_features(state, answers.reset_index(drop=True), {}))
+    """The kept answer's row (an index label of `answers`): the selection over every last-layer answer of every
+    iteration (more answers, a firmer consensus than any one iteration's)."""
+    final = last_layer(answers)
+    return int(final.index[state.selector.pick(with_features(state, final.reset_index(drop=True), {}))])
 
 
 def tournament_summary(state: TournamentState, panel: Panel | None = None, backends: dict | None = None) -> dict:
@@ -402,13 +459,13 @@ def tournament_summary(state: TournamentState, panel: Panel | None = None, backe
     and summarise. A kept answer that no iteration selected is labelled by the reward judge here (with backends)."""
     answers = pd.concat(state.answers, ignore_index=True).assign(task=state.task)  # a knowledge source needs it
     row = best_answer(state, answers)
-    answers["kept"] = np.arange(len(answers)) == row
+    answers["kept"] = answers.index == row
     if pd.isna(answers.at[row, "reward"]) and backends:
         label, intrinsic, _ = reward_label(backends[state.config.reward_model], state.spec, state.task,
                                            answers.at[row, "text"],
                                            calibrate=state.config.reward_calibration == "contextual")
         answers.loc[row, ["reward_label", "reward"]] = [label, intrinsic]
-    best = answers.iloc[row]
+    best = answers.loc[row]
     answers_path = write_parquet(answers, state.root / "answers.parquet")
     experts = pd.DataFrame([e.to_row() for e in state.experts])
     experts_path = write_parquet(experts, state.root / "experts.parquet")

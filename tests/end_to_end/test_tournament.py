@@ -12,9 +12,12 @@ import pytest
 
 from evoforge.core.config import TournamentConfig
 from evoforge.core.experts import Expert
+from evoforge.core.prompts import without_list_marker
 from models.backend import SamplingSettings
 from evoforge.steps.tournament import (
     external_reward_from_file,
+    last_layer,
+    layer_prompt,
     load_population,
     load_spec,
     prepare_tournament,
@@ -65,6 +68,29 @@ def test_task_questions_are_safe_for_braces():
     questions = task_questions(load_spec(), "Explain {x} in JSON: {\"a\": 1}")
     assert set(questions) == {"relevance", "coherence"}
     assert 'Explain {x} in JSON: {"a": 1}' in questions["relevance"].instructions[0]
+
+
+def test_a_later_layer_reads_the_previous_answers_within_a_bounded_prompt():
+    task = "Answer in one short sentence. What is the capital of France?"
+    previous = ["Paris.", "The capital of France is Lyon.", "Paris.", "  ", "The capital is Paris, " + "very " * 200]
+    prompt = layer_prompt(task, previous, max_chars=300)
+    assert prompt.endswith(task)  # the task comes last: a small model follows what it read last
+    shown = prompt.split("\n\n")[0].splitlines()[1:]
+    assert shown[:2] == ["1. Paris.", "2. The capital of France is Lyon."]  # in order, each distinct answer once
+    assert len(shown) == 3 and shown[2].startswith("3. The capital is Paris, very") and shown[2].endswith(" ...")
+    assert sum(len(line) - 3 for line in shown) <= 300  # however long the answers, the shown part is bounded
+    long = layer_prompt(task, [f"Answer {i} is " + "word " * 100 for i in range(16)], max_chars=300)
+    assert len(long) < 300 + 16 * 4 + 200 + len(task)  # 16 answers share the same 300 characters
+    assert layer_prompt(task, ["", " "], 300) == task  # nothing to read: the task alone
+    # A later layer's expert may copy the list's numbering: dropped, so a cut-off answer is not trimmed to "1.".
+    assert [without_list_marker(t) for t in ("1. Paris is the capital.", "2) Paris.", "- Paris.", "1.5 km.")] == \
+        ["Paris is the capital.", "Paris.", "Paris.", "1.5 km."]
+
+
+def test_the_last_layers_answers_are_the_candidates():
+    answers = pd.DataFrame({"layer": [1, 1, 2, 2], "text": ["a", "b", "c", "d"]})
+    assert last_layer(answers)["text"].tolist() == ["c", "d"]
+    assert last_layer(answers.drop(columns="layer"))["text"].tolist() == ["a", "b", "c", "d"]  # older records
 
 
 def test_starts_from_a_saved_population_or_an_evolution_runs_experts(tmp_path):
@@ -218,3 +244,30 @@ def test_a_killed_ask_resumes_after_its_last_committed_iteration(prefect_server,
 
     with pytest.raises(ValueError, match="run_name: 'killed'.*another task"):
         prepare_tournament(tiny(tmp_path, run_name="killed", instruction="Name three colours."))
+
+
+@pytest.mark.slow
+def test_ask_with_two_layers_refines_the_first_layers_answers(prefect_server, backend, tmp_path):
+    """`ask --layers 2`: layer 2's experts read layer 1's answers; both layers are recorded (answers-NNNN.parquet,
+    answers.parquet, with `layer`), only layer 2's answers are selected from, and MLflow has metrics per layer."""
+    from app.cli import main
+    from evoforge.core.tracking import tracking_uri
+
+    args = ["ask", "Answer in one short sentence. What is the capital of France?", "--experts", "2",
+            "--max-new-tokens", "12", "--min-iterations", "1", "--max-iterations", "1", "--layers", "2",
+            "--out", str(tmp_path / "runs"), "--run-name", "layered", "--population-file",
+            str(tmp_path / "population.parquet")]
+    assert main(args) == 0
+    run_dir = tmp_path / "runs" / "layered"
+    part = pd.read_parquet(run_dir / "iterations" / "answers-0000.parquet")
+    assert part.groupby("layer")["expert_id"].apply(sorted).to_dict() == {1: [0, 1], 2: [0, 1]}
+    assert part["score"].notna().all() and (part["new_tokens"] > 0).all()  # every layer judged, tokens counted
+    answers = pd.read_parquet(run_dir / "answers.parquet")
+    assert answers["kept"].sum() == 1 and answers.loc[answers["kept"], "layer"].item() == 2
+    assert answers.loc[answers["selected"].fillna(False).astype(bool), "layer"].tolist() == [2]
+    progress = json.loads((run_dir / "progress.json").read_text())
+    client = mlflow.tracking.MlflowClient(tracking_uri())
+    metrics = client.get_run(progress["mlflow_run_id"]).data.metrics
+    assert {"layer/1/mean_score", "layer/2/mean_score", "layer/1/new_tokens", "layer/2/agreement"} <= set(metrics)
+    assert metrics["new_tokens"] == metrics["layer/1/new_tokens"] + metrics["layer/2/new_tokens"]
+    assert json.loads((run_dir / "config.json").read_text())["layers"] == 2

@@ -10,11 +10,13 @@ from evoforge.judges.selection import (
     agreement_reward,
     clusters,
     contains_answer,
+    expert_weights,
     fit_selector,
     fit_stacker,
     load_labelled,
     select,
     short_answer,
+    vote_forms,
     word_similarity,
 )
 from evoforge.steps.tournament import learn_values, select_answer
@@ -70,6 +72,31 @@ def test_consensus_keeps_the_best_scored_answer_of_the_largest_cluster():
     assert select("consensus", features()) == 2  # Paris wins 3 to 2; among the Paris answers 0.6 is the best score
     without_judges = features().drop(columns="score")
     assert RIGHT[select("consensus", without_judges)]  # ties broken by centrality instead
+
+
+def test_vote_keeps_the_most_common_short_answer():
+    forms = vote_forms([*ANSWERS, "France."], TASK)
+    # "Paris." and "The capital of France is Paris." vote for {paris}; "It is Paris, of course." for {paris,
+    # course}; the two Lyon answers for different forms; "France." adds nothing to the task: no vote.
+    assert forms[1] == forms[2] == 0 and len({forms[0], forms[3], forms[4]}) == 3 and forms[5] == -1
+    assert select("vote", features(form=forms[:5])) == 2  # the {paris} voters, then the best judge score
+    lyon = ["Lyon.", "It is Lyon.", "Paris."]
+    assert vote_forms(lyon, TASK).tolist() == [0, 0, 1]  # a plurality of a wrong answer wins a vote, too
+    nothing = features(form=[-1] * 5)
+    assert select("vote", nothing) == select("consensus", nothing)  # no votes: the consensus pick
+
+
+def test_weighted_vote_lets_trusted_experts_outweigh_a_larger_cluster():
+    # Lyon's two answers come from trusted experts, Paris's three from distrusted ones.
+    trusted = features(weight=[1.0, 0.1, 0.1, 1.0, 0.1])
+    assert select("weighted", trusted) == 0  # Lyon weighs 0.9 + 0.8, Paris 0.03 + 0.06 + 0.05
+    equal = features(weight=[1.0] * 5).drop(columns="score")
+    assert select("weighted", equal) == select("consensus", equal)  # equal weights, no judges: the consensus
+    assert select("weighted", features(weight=[1.0] * 5)) == 0  # judge-weighted: fluent Lyon 1.7, Paris 1.4
+    with pytest.raises(ValueError, match="weighted needs each answer's expert weight"):
+        select("weighted", features())
+    assert expert_weights([0.0, 0.5, 1.0]).round(4).tolist() == [round(np.exp(-1), 4), round(np.exp(-0.5), 4), 1.0]
+    assert expert_weights([0.3, 0.3]).tolist() == [1.0, 1.0]  # equal values: one vote each
 
 
 def test_verifier_keeps_the_answer_most_likely_correct():
@@ -158,6 +185,29 @@ def test_the_ask_benchmark_runs_and_reports_every_method(tmp_path):
     ceiling = next(r["mean"] for r in result["methods"] if r["method"].startswith("ceiling"))
     assert all(0 <= r["mean"] <= ceiling for r in result["methods"] if not r["method"].startswith("ceiling"))
     assert result["open_ended"] and "| selection | accuracy |" in result["markdown"]
+
+
+@pytest.mark.slow
+def test_the_moa_benchmark_compares_layers_with_one_layer_at_counted_tokens(tmp_path):
+    """`benchmarks/moa_bench.py --quick`: a few questions through the real model in 3 layers and 3 one-layer
+    repeats; every arm reports its counted tokens and each selection's accuracy (never above the ceiling)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "moa_bench.py"), "--quick", "--threads", "1", "--out",
+                    str(tmp_path)], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=1800)
+    result = json.loads(next(tmp_path.glob("*-moa-quick.json")).read_text())
+    arms = {r["arm"]: r for r in result["arms"]}
+    assert list(arms) == [*(f"1 layer x {r} answers each" for r in (1, 2, 3)), "2 layers", "3 layers"]
+    one = arms["1 layer x 1 answers each"]["tokens_per_question"]
+    assert arms["2 layers"]["tokens_per_question"] > one and arms["1 layer x 2 answers each"]["tokens_per_question"] > one
+    for arm in arms.values():
+        assert all(0 <= arm[m]["mean"] <= arm["ceiling"]["mean"] for m in ("single", "consensus", "vote", "weighted"))
+    assert [r["layer"] for r in result["per_layer"]] == [1, 2, 3] and "| 2 layers |" in result["table"]
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from evoforge.search.targeting import (
     niche_template,
     opening,
     pick_target,
+    refine_plan,
     splice_plan,
     target_genotype,
     target_weights,
@@ -186,3 +187,29 @@ def test_splice_search_splices_half_its_batch_and_aims_the_rest_at_their_targets
         assert plan.opening == "I never eat vegetables." and plan.genotype == []
         assert plan.prompt.endswith(", one whose sentiment is " + plan.prompt.split(", one whose sentiment is ")[-1])
         assert plan.prompt.endswith(":\n" + plan.opening)
+
+
+def test_refine_shows_the_elites_nearest_the_target_and_asks_for_its_niche(opinions):
+    rng = np.random.default_rng(5)
+    texts = ["Peas are awful. I hate them.", "Beans are bad.", "Fine food. It is ok.", "Carrots are nice.",
+             "Peas are great. I love them."]
+    elites = pd.DataFrame({"cid": range(5), "text": texts, "quality": [0.9] * 5,
+                           "bin_sentiment": [1, 3, 10, 15, 18], "measure_sentiment": [0.05, 0.15, 0.5, 0.8, 0.95]})
+    expert = Expert(0, "smollm2", SamplingSettings(), "Opinions.", ["a", "b", "c"])
+    plans = plan_candidates([expert], [0], 40, opinions, ["a", "b", "c"], elites, 0.5, rng, search="refine")
+    assert {p.mutation for p in plans} == {"refine"} and all(p.chat for p in plans)
+    for plan in plans:
+        assert len(plan.genotype) == 3  # the three elites nearest the target are the parents
+        assert plan.prompt.startswith(opinions.description) and plan.prompt.endswith(". Reply with the text only.")
+        assert all(f"{i}. {parent}" in plan.prompt for i, parent in enumerate(plan.genotype, 1))
+    bins = dict(zip(texts, elites["bin_sentiment"]))
+    for _ in range(30):
+        target, parents, prompt = refine_plan(opinions, elites, rng)
+        distance = sorted(abs(b - target[0]) for b in bins.values())
+        assert sorted(abs(bins[p] - target[0]) for p in parents) == distance[:3]  # the three nearest
+        assert abs(bins[parents[-1]] - target[0]) == distance[0]  # the nearest last, before the instruction
+    long = elites.assign(text=[t + " word" * 400 for t in texts])
+    _, parents, prompt = refine_plan(opinions, long, rng)
+    assert len(parents) == 3 and len(prompt) < 900 + 600  # the parents' share of the prompt stays bounded
+    _, none, plain = refine_plan(opinions, elites.iloc[:0], rng)  # an empty archive: the niche instruction
+    assert none == [] and "Write one whose sentiment is" in plain
