@@ -108,7 +108,6 @@ class Steering:
         extra = {}
         if self.bandit is not None:
             arms = arms_of(usable, experts)
-            self.bandit = replace(self.bandit, arms=[a.name for a in arms])
             plans, chosen, niches = manager_plans(self.bandit, arms, experts, batch_size, domain, pool, elites,
                                                   config.shots, rng)
             strategies = [a.strategy for a in chosen]
@@ -145,8 +144,8 @@ def steer(state: RunState, generation: int, embedder) -> Steering:
         history = manager_history(state.store, generation)
         if config.manager.warm_start:
             history = pd.concat([agent_credit(config.manager.warm_start), history], ignore_index=True)
-        # Credit is kept by arm name; `Steering.write` narrows the arms to the strategies usable now.
-        names = [a.name for a in arms_of(config.manager.strategies, state.experts)]
+        # Credit is kept by arm name; the arms are the strategies usable now (tot and mcts need the value model).
+        names = [a.name for a in arms_of(steering.strategies(config), state.experts)]
         steering.bandit = NicheBandit.from_history(names, history, config.manager.policy,
                                                    config.manager.exploration)
     return steering

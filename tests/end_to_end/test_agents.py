@@ -3,6 +3,7 @@ writes a tiny run, valued (tot, mcts) by a value model trained on the checked-in
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -79,3 +80,49 @@ def test_the_manager_picks_and_is_credited(prefect_server, backend, world_model,
     rewards = client.get_metric_history(summary["mlflow_run_id"], "manager/reward")
     assert [m.step for m in rewards] == [0, 1]
     assert rewards[0].value == pytest.approx(candidates.loc[candidates["generation"] == 0, "manager_reward"].sum())
+
+
+def test_train_world_fits_logs_and_registers_the_value_model(prefect_server, tmp_path, capsys):
+    from app.cli import main
+    from evoforge.steps.agents import load_world_model
+
+    out = tmp_path / "vm.joblib"
+    assert main(["train-world", "--runs", str(TEST_RUN), "--out", str(out), "--register-as", "vm-test"]) == 0
+    model = load_world_model(str(out))
+    judged = pd.read_parquet(TEST_RUN / "candidates")
+    assert model.rows == int((judged["valid"] & judged["quality"].notna()).sum())  # every judged candidate
+    assert model.targets == ["quality", "measure_sentiment"]
+    client = MlflowClient(tracking_uri())
+    version = max(client.search_model_versions("name='vm-test'"), key=lambda v: int(v.version))
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["value/mae_measure_sentiment"] < run.data.metrics["value/mae_measure_sentiment_baseline"]
+    registered = load_world_model(f"models:/vm-test/{version.version}")
+    x = np.random.default_rng(0).normal(size=(3, 384 + 5))
+    np.testing.assert_allclose(registered.predict(x)["quality"], model.predict(x)["quality"])
+    capsys.readouterr()
+    assert main(["train-world", "--runs", str(tmp_path)]) == 2  # not a run folder: one clear line, no flow
+    assert capsys.readouterr().err.startswith(f"evoforge: --runs {tmp_path}: not a run folder")
+
+
+@pytest.mark.slow
+def test_train_agent_then_test_agent_against_sampling(prefect_server, backend, tmp_path, capsys):
+    import json
+
+    from app.cli import main
+
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps({**TINY, "out": str(tmp_path / "runs"), "run_name": "agent"}))
+    assert main(["train-agent", "--config", str(config), "--strategies", "sample", "beam", "--policy", "thompson"]) == 0
+    agent = tmp_path / "runs" / "agent"
+    trained = pd.read_parquet(agent / "candidates.parquet")
+    assert set(trained["strategy"]) <= {"sample", "beam"} and trained["manager_reward"].notna().all()
+    assert json.loads((agent / "config.json").read_text())["manager"]["policy"] == "thompson"
+
+    assert main(["test-agent", "--agent", str(agent), "--generations", "1", "--out", str(tmp_path / "test")]) == 0
+    rows = pd.read_parquet(tmp_path / "test" / "test_agent.parquet")
+    assert rows["arm"].tolist() == ["agent", "sample"]
+    assert rows["judge_calls"].between(1, 2 * 2 * 2).all()  # each arm judges its 2 texts (x 2 judges x 2 questions)
+    warm = pd.read_parquet(Path(rows["run_dir"].iloc[0]) / "candidates.parquet")
+    plain = pd.read_parquet(Path(rows["run_dir"].iloc[1]) / "candidates.parquet")
+    assert warm["manager_arm"].notna().all() and "manager_arm" not in plain and "strategy" not in plain
+    assert "| agent | 0 |" in capsys.readouterr().out
