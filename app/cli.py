@@ -332,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "train-agent"):
             request = run_config(args)
             load_domain(request.domain).check_files()
+            if request.value_model:  # a missing or wrong model file is said before the server starts
+                from evoforge.steps.agents import load_world_model
+
+                load_world_model(request.value_model)
         elif args.command == "train-world":
             request = WorldConfig(**{f: getattr(args, f"world_{f}") for f in WorldConfig.model_fields
                                      if getattr(args, f"world_{f}") is not None})
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             request = AgentTestConfig(**{f: getattr(args, f) for f in ("agent", "generations", "seeds", "out")
                                          if getattr(args, f) is not None})
             if not (Path(request.agent) / "config.json").is_file():
-                raise ValueError(f"--agent {request.agent}: not a run folder (no config.json); pass the folder of a "
+                raise ValueError(f"--agent {request.agent}: not a run folder (no config.json); pass the folder of an "
                                  "`evoforge train-agent` run")
         elif args.command == "finetune":
             request = finetune_request(args)

@@ -69,7 +69,7 @@ def load_world_model(spec: str) -> ValueModel:
                 import joblib
 
                 model = joblib.load(spec)
-        except (OSError, mlflow_errors()) as err:
+        except Exception as err:  # a missing file, a missing registry version, or a file that is no pickle
             raise ValueError(f"value_model: cannot load {spec!r} ({type(err).__name__}); train one with `evoforge "
                              "train-world`, or leave value_model empty to use the run's own") from None
         if not isinstance(model, ValueModel) or not model.fitted:
@@ -77,12 +77,6 @@ def load_world_model(spec: str) -> ValueModel:
                              "train-world`)")
         _WORLD_MODELS[spec] = model
     return _WORLD_MODELS[spec]
-
-
-def mlflow_errors() -> type:
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException
 
 
 @dataclass

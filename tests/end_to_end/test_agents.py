@@ -31,6 +31,17 @@ def test_strategy_config_is_checked():
         RunConfig(manager=dict(enabled=True, strategies=["sample", "greedy"]))
 
 
+def test_a_value_model_that_cannot_be_loaded_is_refused_before_the_run(tmp_path, capsys):
+    from app.cli import main
+
+    (tmp_path / "not-a-model.joblib").write_text("plain text")
+    for path in (tmp_path / "missing.joblib", tmp_path / "not-a-model.joblib"):
+        assert main(["run", "--strategy", "tot", "--value-model", str(path), "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"evoforge: value_model: cannot load '{path}'") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["not-a-model.joblib"]
+
+
 @pytest.fixture(scope="module")
 def world_model(embedder, tmp_path_factory):
     from evoforge.steps.world_model import fit_world_model, save_world_model
@@ -126,3 +137,15 @@ def test_train_agent_then_test_agent_against_sampling(prefect_server, backend, t
     plain = pd.read_parquet(Path(rows["run_dir"].iloc[1]) / "candidates.parquet")
     assert warm["manager_arm"].notna().all() and "manager_arm" not in plain and "strategy" not in plain
     assert "| agent | 0 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_manager_offers_tot_only_once_a_value_model_exists(prefect_server, backend, tmp_path):
+    from flows.evolution import evolution_run
+
+    # No value_model and fewer than 8 judged candidates in both generations: the run's own model cannot be fitted.
+    config = RunConfig(**TINY, out=str(tmp_path), run_name="waiting", manager=dict(enabled=True))
+    evolution_run(config)
+    candidates = pd.read_parquet(tmp_path / "waiting" / "candidates.parquet")
+    assert candidates["manager_arm"].str.startswith("sample/").all() and (candidates["strategy"] == "sample").all()
+    assert candidates["value_pred"].isna().all()
