@@ -71,16 +71,19 @@ def arm_config(arm: str, domain: str, seed: int, args, out: Path, stamp: str, wo
 
 
 def table(records: list[dict]) -> str:
+    """Per domain and arm, means over seeds (a run each): final QD with its 95% interval, coverage, the judged
+    texts' mean quality, and per run the judge calls, generated tokens and the generations' wall time."""
     from benchmarks.science import interval
 
     frame = pd.DataFrame(records)
-    lines = ["| domain | arm | QD score (mean, 95% CI) | coverage | judged quality | judge calls | tokens | "
-             "generation wall s |", "|---|---|---|---|---|---|---|---|"]
-    for (domain, arm), rows in frame.groupby(["domain", "arm"], sort=False):
+    frame["order"] = frame["arm"].map(ARMS.index)
+    lines = ["| domain | arm | seeds | QD score (mean, 95% CI) | coverage | judged quality | judge calls per run | "
+             "tokens per run | generation wall s per run |", "|---|---|---|---|---|---|---|---|---|"]
+    for (domain, _, arm), rows in frame.groupby(["domain", "order", "arm"], sort=True):
         qd = interval(rows["qd_score"])
-        lines.append(f"| {domain} | {arm} | {qd[0]:.2f} ({qd[1]:.2f}-{qd[2]:.2f}) | {rows['coverage'].mean():.0%} | "
-                     f"{rows['mean_quality'].mean():.3f} | {rows['judge_calls'].sum()} | {rows['tokens'].sum():,} | "
-                     f"{rows['wall_s'].sum():.0f} |")
+        lines.append(f"| {domain} | {arm} | {len(rows)} | {qd[0]:.2f} ({qd[1]:.2f}-{qd[2]:.2f}) | "
+                     f"{rows['coverage'].mean():.0%} | {rows['mean_quality'].mean():.3f} | "
+                     f"{rows['judge_calls'].mean():.0f} | {rows['tokens'].mean():,.0f} | {rows['wall_s'].mean():.0f} |")
     return "\n".join(lines)
 
 
