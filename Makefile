@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-islands bench-merge science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-screen: install
 
 bench-strategies: install
 	$(PY) benchmarks/strategy_bench.py $(STRATEGY_BENCH_ARGS)
+
+# Each strategy and the manager against plain sampling in real runs, at equal judge calls, on two domains (about
+# an hour on 2 shared cores; AGENT_BENCH_ARGS="--domains opinions --arms sample beam" for less)
+bench-agents: install
+	$(PY) benchmarks/agent_bench.py $(AGENT_BENCH_ARGS)
 
 # Islands on Dask: 1 island vs 2 islands on 2 local workers at equal wall time, a task's round trip, union and MLflow
 # cost per island count (about 10 minutes; ISLANDS_BENCH_ARGS=--quick for ~5)

@@ -1,6 +1,7 @@
 """`evoforge` command line.
 
     evoforge run --domain opinions --generations 8 [--finetune]
+    evoforge train-world --runs RUN_DIR [RUN_DIR ...]   |   train-agent [run flags]   |   test-agent --agent RUN_DIR
     evoforge finetune --data PATH | --run RUN_DIR
     evoforge evaluate --domain opinions --model URI
     evoforge merge --models URI URI ... [--method ties --weights 0.6 0.4]
@@ -20,7 +21,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from evoforge.core.budget import BudgetConfig
-from evoforge.core.config import EvaluateConfig, FinetuneConfig, IngestConfig, MergeConfig, RunConfig, TournamentConfig
+from evoforge.core.config import (AgentTestConfig, EvaluateConfig, FinetuneConfig, IngestConfig, MergeConfig, RunConfig,
+                                   TournamentConfig, WorldConfig)
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
 RUN_FLAGS = {
@@ -35,6 +37,8 @@ RUN_FLAGS = {
     "experiment": "experiment",
     "device": "device",
     "screen": "screen",
+    "strategy": "strategy",
+    "value_model": "value_model",
     "islands": "islands",
     "migration_interval": "migration_interval",
     "migration_topology": "migration_topology",
@@ -44,10 +48,8 @@ RUN_FLAGS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evoforge", description="Evolve LLM outputs and LLM experts.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run an evolution run (a Prefect flow, tracked in MLflow)")
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """The flags of `run` (and `train-agent`): RunConfig's one-to-one fields, --config, fine-tuning and budgets."""
     fields = RunConfig.model_fields
     for flag, field in RUN_FLAGS.items():
         info = fields[field]
@@ -62,6 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
         kind = int if "int" in str(info.annotation) else float
         run.add_argument(f"--{field.replace('_', '-')}", dest=f"budget_{field}", type=kind, default=None,
                          help=f"budget: {info.description}; the run stops before the next generation once it is spent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evoforge", description="Evolve LLM outputs and LLM experts.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run an evolution run (a Prefect flow, tracked in MLflow)")
+    add_run_arguments(run)
+    agent = commands.add_parser("train-agent", help="an evolution run whose manager picks (strategy, expert) per "
+                                "target niche (a bandit); its run folder is the trained agent")
+    add_run_arguments(agent)
+    agent.add_argument("--strategies", nargs="+", choices=["sample", "beam", "tot", "mcts"],
+                       help="strategies the manager chooses among (default: sample tot)")
+    agent.add_argument("--policy", choices=["ucb1", "thompson"], help="the manager's bandit (default: ucb1)")
+    world = commands.add_parser("train-world", help="fit the value model on run folders, log it to MLflow and "
+                                "register it (a run's value_model can name it)")
+    for field, info in WorldConfig.model_fields.items():
+        nargs = "+" if field == "runs" else None
+        default = "" if info.is_required() else f" (default: {info.default})"
+        world.add_argument(f"--{field.replace('_', '-')}", dest=f"world_{field}", nargs=nargs, metavar=field.upper(),
+                           type=int if info.annotation is int else str, required=info.is_required(),
+                           help=f"{info.description}{default}".replace("%", "%%"))
+    test = commands.add_parser("test-agent", help="a trained agent (a train-agent run) against plain sampling at "
+                               "equal judge calls per generation: two fresh runs per seed and a table")
+    test.add_argument("--agent", required=True, help=AgentTestConfig.model_fields["agent"].description)
+    test.add_argument("--generations", type=int, help="generations of each run (default: 4)")
+    test.add_argument("--seeds", type=int, nargs="+", help="seeds; each runs both arms (default: 0)")
+    test.add_argument("--out", help="folder for the runs and the table (default: runs/test-agent)")
 
     ft = commands.add_parser("finetune", help="finetune a model on a local data set or on a run's elites")
     source = ft.add_mutually_exclusive_group(required=True)
@@ -257,6 +286,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if flags:  # the flags add to the file's finetune settings (a malformed one is left for validation to name)
         given = values.get("finetune", {})
         values["finetune"] = {**given, **flags} if isinstance(given, dict) else given
+    if getattr(args, "command", None) == "train-agent":  # the manager on, with the flags' strategies and policy
+        given = values.get("manager", {})
+        manager = {**given, "enabled": True} if isinstance(given, dict) else given
+        for flag in ("strategies", "policy"):
+            if getattr(args, flag) is not None and isinstance(manager, dict):
+                manager[flag] = getattr(args, flag)
+        values["manager"] = manager
     return RunConfig.model_validate(values)
 
 
@@ -313,7 +349,7 @@ def kb_command(args: argparse.Namespace) -> int:
 
 
 # The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
-FLOW_COMMANDS = ("run", "finetune", "evaluate", "merge", "ask", "kb")
+FLOW_COMMANDS = ("run", "train-agent", "train-world", "test-agent", "finetune", "evaluate", "merge", "ask", "kb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,9 +360,26 @@ def main(argv: list[str] | None = None) -> int:
     from models.resolve import ModelNotFoundError
 
     try:  # check the input before any server or model starts
-        if args.command == "run":
+        if args.command in ("run", "train-agent"):
             request = run_config(args)
             load_domain(request.domain).check_files()
+            if request.value_model:  # a missing or wrong model file is said before the server starts
+                from evoforge.steps.agents import load_world_model
+
+                load_world_model(request.value_model)
+        elif args.command == "train-world":
+            request = WorldConfig(**{f: getattr(args, f"world_{f}") for f in WorldConfig.model_fields
+                                     if getattr(args, f"world_{f}") is not None})
+            for run_dir in request.runs:  # a wrong folder is said before the server starts
+                if not (Path(run_dir) / "config.json").is_file():
+                    raise ValueError(f"--runs {run_dir}: not a run folder (no config.json); pass folders that "
+                                     "`evoforge run` wrote")
+        elif args.command == "test-agent":
+            request = AgentTestConfig(**{f: getattr(args, f) for f in ("agent", "generations", "seeds", "out")
+                                         if getattr(args, f) is not None})
+            if not (Path(request.agent) / "config.json").is_file():
+                raise ValueError(f"--agent {request.agent}: not a run folder (no config.json); pass the folder of an "
+                                 "`evoforge train-agent` run")
         elif args.command == "finetune":
             request = finetune_request(args)
             if request["data"] is not None:
@@ -388,6 +441,20 @@ def main(argv: list[str] | None = None) -> int:
             from flows.evolution import evolution_run
 
             summary = evolution_run(request)
+        elif args.command == "train-agent":
+            from flows.agents import train_agent_run
+
+            summary = train_agent_run(request)
+        elif args.command == "train-world":
+            from flows.agents import train_world_model
+
+            summary = train_world_model(request)
+        elif args.command == "test-agent":
+            from flows.agents import compare_agent
+
+            summary = compare_agent(request)
+            print(summary["table"])
+            return 0
         elif args.command == "finetune":
             from flows.finetune import finetune_model
 

@@ -18,6 +18,7 @@ import signal
 from prefect.runner import Runner
 from prefect.schedules import Cron
 
+from flows.agents import EXAMPLE_TEST, compare_agent, train_agent_run, train_world_model
 from flows.evolution import evolution_run
 from flows.finetune import evaluate_model, finetune_model
 from flows.ingest import EXAMPLE as INGEST_EXAMPLE, ingest
@@ -29,7 +30,7 @@ TIMEZONE = "UTC"
 
 
 def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: dict | None = None) -> list:
-    """The deployments: a nightly evolution run, and on-demand tournament, finetune, evaluate, merge and ingest flows. Each runs
+    """The deployments: a nightly evolution run, and on-demand tournament, finetune, evaluate, merge, ingest and agent flows. Each runs
     at most one at a time (the models are large next to 2 cores)."""
     return [
         evolution_run.to_deployment(
@@ -47,6 +48,18 @@ def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: 
             name="merge", concurrency_limit=1, tags=["evoforge"],
             description="Merge tuned LoRA adapters into one model; evaluate it against each parent and the champion; "
             "promote it only through the gate (the run form asks for the models).",
+        ),
+        train_world_model.to_deployment(
+            name="train-world", concurrency_limit=1, tags=["evoforge"],
+            description="Fit the value model on run folders; log it to MLflow and register it.",
+        ),
+        train_agent_run.to_deployment(
+            name="train-agent", concurrency_limit=1, tags=["evoforge"],
+            description="An evolution run whose manager picks (strategy, expert) per target niche.",
+        ),
+        compare_agent.to_deployment(
+            name="test-agent", concurrency_limit=1, parameters={"config": EXAMPLE_TEST.model_dump(mode="json")},
+            tags=["evoforge"], description="A trained agent against plain sampling at equal judge calls.",
         ),
         ingest.to_deployment(
             name="ingest", concurrency_limit=1, parameters={"config": INGEST_EXAMPLE.model_dump(mode="json")},

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from evoforge.core.budget import exhausted as budget_exhausted
 from evoforge.core.config import IngestConfig, RunConfig
 from evoforge.judges.panel import Panel
+from evoforge.steps.agents import agent_metrics, credit_manager, steered
 from evoforge.steps.evolution import RunState, join_expert, open_tracking
 from evoforge.steps.islands import first_cid, island_generation_metrics
 from evoforge.steps.run_metrics import generation_metrics
@@ -44,6 +45,7 @@ from tasks.evolution import (
     record_islands,
     update_archive,
 )
+from tasks.agents import steer_generation
 from tasks.screening import fit_value_model, screen_candidates
 
 
@@ -61,20 +63,26 @@ def generation(state: RunState, number: int, panel: Panel, backends: dict, track
     started = time.perf_counter()
     embedder = load_embedder(device=state.config.device)
     value = fit_value_model(state, number, embedder) if state.config.screen else None  # screening: off by default
+    steering = steer_generation(state, number, embedder) if steered(state.config) else None  # strategy, manager
     candidates = calling_models(generate_candidates, state.config)(state, number, backends,
-                                                                   screened_batch(state.config, value))
+                                                                   screened_batch(state.config, value), steering)
     if value is not None:
         candidates, held_back = screen_candidates(state, candidates, value, number, embedder)
     generated = time.perf_counter()
     judged = calling_models(judge_candidates, state.config)(panel, candidates, backends)
     judged_at = time.perf_counter()
+    before = state.archive.quality_grid() if steering is not None else None  # the manager credits improvement
     outcome = update_archive(state, judged, number)
+    if steering is not None:
+        outcome = credit_manager(outcome, before, state.archive)
     if value is not None:
         outcome = keep_screened(outcome, held_back)
     archived = time.perf_counter()
     metrics = generation_metrics(state, outcome, embedder=embedder)
     if value is not None:
         metrics.update(screen_metrics(value, outcome))
+    if steering is not None:
+        metrics.update({**steering.metrics, **agent_metrics(outcome)})
     if heldout is not None:
         metrics.update(calling_models(check_elites_heldout, state.config)(state, heldout, backends))
     metrics.update(

@@ -21,8 +21,10 @@ from evoforge.core.tracking import Tracker
 
 @task(name="build-finetune-data", cache_policy=NO_CACHE)
 def build_finetune_data(state: RunState, folder: Path, tracker):
-    elites = ever_elites(state.store.read_candidates(state.completed), state.archive)
-    return finetuning.archive_training_data(elites, state.domain, folder, tracker)
+    candidates = state.store.read_candidates(state.completed)
+    elites = ever_elites(candidates, state.archive)
+    return finetuning.archive_training_data(elites, state.domain, folder, tracker,
+                                            replay=(candidates, state.archive, state.config.finetune))
 
 
 @task(name="train-model", cache_policy=NO_CACHE)

@@ -54,3 +54,14 @@ def log_generator(tracking_uri: str, run_id: str, weights_dir: str, registered_n
     mlflow.tracking.MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")
     version = str(info.registered_model_version) if info.registered_model_version is not None else None
     return info.model_uri, version
+
+
+def log_value_model(tracking_uri: str, run_id: str, model, registered_name: str | None) -> tuple[str, str | None]:
+    """Log a fitted value model (models.value_model) in the run as an MLflow sklearn-flavour model (pickled: it
+    is our own object, loaded back by our own code) and register it. Returns (model URI, version)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(model, name="value_model", registered_model_name=registered_name,
+                                        serialization_format="pickle")
+    version = str(info.registered_model_version) if info.registered_model_version is not None else None
+    return info.model_uri, version

@@ -50,8 +50,9 @@ def check_elites_heldout(state: steps.RunState, panel: Panel, backends: Backends
 
 
 @task(name="generate-candidates", cache_policy=NO_CACHE)
-def generate_candidates(state: steps.RunState, generation: int, backends: Backends, batch_size: int | None = None):
-    return steps.generate_step(state, generation, backends, batch_size)
+def generate_candidates(state: steps.RunState, generation: int, backends: Backends, batch_size: int | None = None,
+                        steering=None):
+    return steps.generate_step(state, generation, backends, batch_size, steering)
 
 
 @task(name="judge-candidates", cache_policy=NO_CACHE)

@@ -140,6 +140,17 @@ class FinetuneConfig(_Config):
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     min_examples: int = Field(2, ge=2, description="Skip finetuning with fewer examples (elites) than this")
     seed: int = Field(0, ge=0, description="Seed for the split, shuffling and initialisation")
+    replay: Literal["uniform", "prioritized"] = Field(
+        "uniform", description="'uniform': every elite once; 'prioritized': the training split is drawn with "
+        "priority by replay_priority (P ~ (p + 0.01)^replay_alpha), importance-corrected by replay_beta (as "
+        "resampling, see README)",
+    )
+    replay_priority: Literal["quality", "advantage"] = Field(
+        "quality", description="prioritized replay's priority: the elite's quality, or its advantage (quality minus "
+        "the mean quality of the run's judged candidates in its cell)",
+    )
+    replay_alpha: float = Field(0.6, ge=0, le=10, description="How strongly priority shapes the draws (0: uniform)")
+    replay_beta: float = Field(0.4, ge=0, le=1, description="Importance correction (1: undoes the priority's bias)")
 
 
 class EvaluateConfig(_Config):
@@ -171,6 +182,43 @@ class MergeConfig(_Config):
     )
     density: float = Field(0.5, gt=0, le=1, description="ties and dare: share of each adapter's delta entries kept")
     seed: int = Field(0, ge=0, description="Seed of DARE's random drops")
+
+
+Strategy = Literal["sample", "beam", "tot", "mcts"]  # how a candidate is written (RunConfig.strategy)
+
+
+class TreeConfig(_Config):
+    """Settings of the search strategies over sentences (evoforge.search.strategies) when `strategy` is not
+    'sample'. A candidate's text is still at most its expert's max-new-tokens long."""
+
+    width: int = Field(2, ge=1, le=32, description="beam: beams kept; tot: nodes kept per step")
+    k: int = Field(3, ge=1, le=32, description="Continuations drawn per expanded node (beam: per beam)")
+    iterations: int = Field(4, ge=1, le=1000, description="mcts: iterations (select, expand, rollout, back up)")
+    exploration: float = Field(1.414, ge=0, le=100, description="mcts: UCT exploration constant (seed 002: 1.414)")
+    sentence_tokens: int = Field(24, ge=4, le=512, description="New tokens a sentence may take at most")
+    max_steps: int = Field(4, ge=1, le=64, description="beam and tot: sentences at most")
+    normalise: bool = Field(True, description="beam: score by log-probability per token (else summed)")
+
+
+class ManagerConfig(_Config):
+    """The manager of a manager/worker search (HRL): per target niche, a bandit picks which (strategy, expert)
+    writes the candidate, credited with the archive improvement the candidate made (evoforge.search.manager)."""
+
+    enabled: bool = Field(False, description="Let the manager pick (strategy, expert) per target niche; the "
+                          "gating policy and `search` then do not choose")
+    strategies: list[Strategy] = Field(
+        default_factory=lambda: ["sample", "tot"], min_length=1, description="Strategies the manager chooses among"
+    )
+    policy: Literal["ucb1", "thompson"] = Field(
+        "ucb1", description="'ucb1': mean reward + c sqrt(2 ln n / n_arm), untried arms first; 'thompson': a draw "
+        "from each arm's Beta posterior (rewards clipped to [0, 1])",
+    )
+    exploration: float = Field(1.0, ge=0, le=100, description="ucb1: the exploration factor c")
+    warm_start: str | None = Field(
+        None, description="A run folder whose manager credit the bandit starts from (a trained agent, `evoforge "
+        "test-agent`); arms are matched by name ('<strategy>/<expert id>'), so the same seed and models give the "
+        "same experts; empty: no prior credit",
+    )
 
 
 class RunConfig(_Config):
@@ -254,6 +302,20 @@ class RunConfig(_Config):
         0.25, ge=0, le=1, description="Share of the judged candidates drawn at random instead of by the value model "
         "(keeps its training data broad and measures its live error)"
     )
+    strategy: Strategy = Field(
+        "sample", description="How an expert writes a candidate: 'sample' (one sampled text: today); 'beam' (beam "
+        "search over sampled sentences by log-probability); 'tot' (Tree-of-Thought: k next sentences per kept node, "
+        "valued by the value model, the best `tree.width` kept); 'mcts' (UCT over sentences, rollouts valued by the "
+        "value model). tot and mcts write plain samples until a value model exists (value_model, or 8 judged "
+        "candidates of the run)",
+    )
+    tree: TreeConfig = Field(default_factory=TreeConfig)
+    value_model: str | None = Field(
+        None, description="A value model trained on earlier runs (`evoforge train-world`: a .joblib file, or "
+        "'models:/<name>/<version>' from the MLflow registry) that tot, mcts and the manager value texts with; "
+        "empty: the run's own, refitted every generation",
+    )
+    manager: ManagerConfig = Field(default_factory=ManagerConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     rewards: RewardConfig = Field(default_factory=RewardConfig)
@@ -312,6 +374,12 @@ class RunConfig(_Config):
         if self.islands > 1 and self.finetune.join_population:
             raise ValueError("finetune.join_population: a tuned model cannot join the experts of an island run yet; "
                              "set islands to 1, or turn join_population off")
+        if self.islands > 1 and (self.strategy != "sample" or self.manager.enabled):
+            raise ValueError("strategy: search strategies and the manager run in single-population runs only; set "
+                             "islands to 1, or strategy to 'sample' and manager.enabled to false")
+        if self.screen and (self.strategy != "sample" or self.manager.enabled):
+            raise ValueError("strategy: screening and a search strategy (or the manager) do not combine yet; set "
+                             "screen to 0, or strategy to 'sample' and manager.enabled to false")
         if self.islands > 1 and self.screen:
             raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
                              "or screen to 0")
@@ -472,3 +540,26 @@ class IngestConfig(_Config):
         if self.overlap_words >= self.chunk_words:
             raise ValueError(f"overlap_words ({self.overlap_words}) must be below chunk_words ({self.chunk_words})")
         return self
+
+
+class WorldConfig(_Config):
+    """Training the value model across runs (`evoforge train-world`). Every field shows in the Prefect UI's form."""
+
+    runs: list[str] = Field(min_length=1, description="Run folders (runs/<name>) whose judged candidates it learns from")
+    out: str = Field(".state/world/value_model.joblib", description="Where the fitted model is written (a run's "
+                     "value_model setting can name this file)")
+    register_as: str | None = Field("evoforge-value-model", description="Registered model name in MLflow (a run's "
+                                    "value_model can name 'models:/<name>/<version>'); empty: not registered")
+    seed: int = Field(0, ge=0, description="Seed of the held-out split")
+    experiment: str = Field("evoforge-world", min_length=1, description="MLflow experiment name")
+
+
+class AgentTestConfig(_Config):
+    """A trained agent (the manager of a `train-agent` run) against plain sampling (`evoforge test-agent`): two
+    fresh runs with the agent's settings and seed, one with the manager starting from the agent's credit, one
+    sampling as today; both judge the same number of candidates per generation."""
+
+    agent: str = Field(min_length=1, description="Run folder of the trained agent (a `train-agent` run)")
+    generations: int = Field(4, ge=1, le=100_000, description="Generations of each of the two runs")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each runs both arms")
+    out: str = Field("runs/test-agent", description="Folder for the two runs per seed and the table")

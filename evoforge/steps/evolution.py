@@ -188,27 +188,33 @@ def join_expert(state: RunState, backend: str) -> Expert:
 
 
 def generate_step(state: RunState, generation: int, backends: dict[str, Backend],
-                  batch_size: int | None = None) -> pd.DataFrame:
+                  batch_size: int | None = None, steering=None) -> pd.DataFrame:
     """The gating policy picks experts; each mutates its genotype and writes its share of the batch
-    (`batch_size`, default the config's; screening writes more, see `evoforge.steps.screening`)."""
+    (`batch_size`, default the config's; screening writes more, see `evoforge.steps.screening`). With
+    `steering` (evoforge.steps.agents), a search strategy or the manager writes them."""
     return generate_population(state.config, state.domain, state.experts, state.pool, state.archive, generation,
-                               backends, state.next_cid, generation_rng(state.config, generation), batch_size)
+                               backends, state.next_cid, generation_rng(state.config, generation), batch_size,
+                               steering)
 
 
 def generate_population(config: RunConfig, domain: Domain, experts: list[Expert], pool: list[str],
                         archive: QDArchive, generation: int, backends: dict[str, Backend], first_cid: int,
-                        rng: np.random.Generator, batch_size: int | None = None) -> pd.DataFrame:
+                        rng: np.random.Generator, batch_size: int | None = None, steering=None) -> pd.DataFrame:
     """`generate_step` for one population (the run's, or one island's); candidates are numbered from `first_cid`."""
     g = config.gating
     epsilon = exploration_rate(generation, g.epsilon_start, g.epsilon_decay, g.epsilon_min)
     picked = pick_experts(np.array([e.value for e in experts]), g.experts_per_generation, epsilon, rng)
-    plans = plan_candidates(
-        experts, picked, batch_size or config.batch_size, domain, pool, archive.elites(), config.near_probability,
-        rng, search=config.search,
-    )
-    candidates = write_candidates(
-        backends, plans, domain, config.continue_tokens, seed=int(rng.integers(2**31))
-    )
+    if steering is not None:
+        candidates = steering.write(config, domain, experts, picked, pool, archive.elites(), backends,
+                                    batch_size or config.batch_size, rng)
+    else:
+        plans = plan_candidates(
+            experts, picked, batch_size or config.batch_size, domain, pool, archive.elites(), config.near_probability,
+            rng, search=config.search,
+        )
+        candidates = write_candidates(
+            backends, plans, domain, config.continue_tokens, seed=int(rng.integers(2**31))
+        )
     candidates.insert(0, "cid", np.arange(first_cid, first_cid + len(candidates), dtype=np.int64))
     candidates.insert(1, "generation", generation)
     candidates["epsilon"] = epsilon

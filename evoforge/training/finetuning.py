@@ -14,6 +14,7 @@ from evoforge.core.config import FinetuneConfig, RunConfig, judge_models
 from evoforge.core.domain import Domain, load_domain
 from evoforge.training.evaluate import comparison_table, fill_archive, promote, qd_histories
 from evoforge.training.finetune_data import elite_examples, write_examples
+from evoforge.training.replay import DRAW_COLUMN, draw_indices, replay_examples
 from evoforge.steps.evolution import make_panel
 from evoforge.core.tracking import Tracker
 
@@ -77,13 +78,28 @@ def _user_and_answer(messages: list[dict]) -> tuple[str, str]:
     return user, answer
 
 
-def archive_training_data(elites: pd.DataFrame, domain: Domain, folder: Path, tracker: Tracker | None) -> pd.DataFrame:
-    """Training examples from the elites, written as Parquet and chat JSONL (and logged)."""
+def archive_training_data(elites: pd.DataFrame, domain: Domain, folder: Path, tracker: Tracker | None,
+                          replay: tuple | None = None) -> pd.DataFrame:
+    """Training examples from the elites, written as Parquet and chat JSONL (and logged). `replay`: (the run's
+    candidates, its archive, its finetune settings), for prioritized replay's columns (evoforge.training.replay)."""
     examples = elite_examples(elites, domain)
+    if replay is not None:
+        candidates, archive, settings = replay
+        examples = replay_examples(examples, elites, candidates, archive, settings)
     for path in write_examples(examples, folder):
         if tracker is not None:
             tracker.log_artifact(path, "finetune/data")
     return examples
+
+
+def replay_ready(tokenizer, frame: pd.DataFrame, text_column: str, max_length: int) -> tuple[list, object]:
+    """`examples_from_frame`, and for a frame with replay draws (prioritized replay) each kept example's draw
+    probability (examples that tokenise to nothing are dropped, so the draws are matched row by row); else None."""
+    if DRAW_COLUMN not in frame.columns:
+        return examples_from_frame(tokenizer, frame, text_column, max_length), None
+    per_row = [examples_from_frame(tokenizer, frame.iloc[[i]], text_column, max_length) for i in range(len(frame))]
+    kept = [i for i, row in enumerate(per_row) if row]
+    return [per_row[i][0] for i in kept], frame[DRAW_COLUMN].to_numpy(dtype=float)[kept]
 
 
 # --- finetune ----------------------------------------------------------------------------------------------------
@@ -112,10 +128,13 @@ def train_and_register(
             "save them. Use method='lora' (the default), or a local Hugging Face model folder as the base model."
         )
     base = load_backend(base_model, "float32", device)  # AdamW on bfloat16 weights loses small updates: train in float32
-    examples = examples_from_frame(base.tokenizer, frame, text_column, settings.max_length)
+    examples, draw = replay_ready(base.tokenizer, frame, text_column, settings.max_length)
     if len(examples) < settings.min_examples:
         return {"skipped": f"{len(examples)} examples, fewer than finetune.min_examples={settings.min_examples}"}
-    train_set, held_out = split_held_out(examples, settings.eval_fraction, settings.seed)
+    train_rows, held_rows = split_held_out(list(range(len(examples))), settings.eval_fraction, settings.seed)
+    if draw is not None:  # prioritized replay: the training split is drawn by priority (evoforge.training.replay)
+        train_rows = [train_rows[j] for j in draw_indices(draw[train_rows], len(train_rows), settings.seed)]
+    train_set, held_out = [examples[i] for i in train_rows], [examples[i] for i in held_rows]
     loss_before = mean_loss(base.model, base.tokenizer, held_out)
     # Train a copy: LoRA and full training both change the model, and the shared backend must stay the base.
     model = copy.deepcopy(base.model)

@@ -3,6 +3,7 @@
 import pytest
 from prefect.utilities.callables import parameter_schema
 
+from flows.agents import compare_agent, train_agent_run, train_world_model
 from flows.evolution import evolution_run
 from flows.finetune import evaluate_model, finetune_model
 from flows.merge import merge_models
@@ -22,7 +23,7 @@ def undescribed(schema: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model, merge_models,
-                                   ingest], ids=lambda f: f.name)
+                                  ingest, train_world_model, train_agent_run, compare_agent], ids=lambda f: f.name)
 def test_every_run_form_field_has_a_description(flow):
     schema = parameter_schema(flow).model_dump_for_openapi()
     fields = len(schema["properties"]) + sum(len(d.get("properties", {})) for d in schema.get("definitions", {}).values())
