@@ -132,7 +132,8 @@ def test_train_agent_then_test_agent_against_sampling(prefect_server, backend, t
     assert main(["test-agent", "--agent", str(agent), "--generations", "1", "--out", str(tmp_path / "test")]) == 0
     rows = pd.read_parquet(tmp_path / "test" / "test_agent.parquet")
     assert rows["arm"].tolist() == ["agent", "sample"]
-    assert rows["judge_calls"].between(1, 2 * 2 * 2).all()  # each arm judges its 2 texts (x 2 judges x 2 questions)
+    # Each arm judges its 2 texts, each 2 chat judges x 2 questions + the embedding judge x 1 axis.
+    assert rows["judge_calls"].between(1, 2 * (2 * 2 + 1)).all()
     warm = pd.read_parquet(Path(rows["run_dir"].iloc[0]) / "candidates.parquet")
     plain = pd.read_parquet(Path(rows["run_dir"].iloc[1]) / "candidates.parquet")
     assert warm["manager_arm"].notna().all() and "manager_arm" not in plain and "strategy" not in plain

@@ -43,4 +43,5 @@ def test_screened_run_judges_a_batch_and_keeps_the_rest(prefect_server, backend,
     assert client.get_metric_history(run_id, "value/screened_out")[-1].value == len(out)
     assert [m.step for m in client.get_metric_history(run_id, "value/mae_quality")] == [2]
     judge_calls = {m.step: m.value for m in client.get_metric_history(run_id, "judge_calls")}
-    assert judge_calls[2] == last["quality"].notna().sum() * 2 * 2  # judged texts x 2 judges x 2 questions
+    # judged texts x (2 chat judges x 2 questions + the embedding judge x 1 axis)
+    assert judge_calls[2] == last["quality"].notna().sum() * (2 * 2 + 1)
