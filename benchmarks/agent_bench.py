@@ -112,15 +112,14 @@ def main(argv=None) -> dict:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
     import torch
 
-    from benchmarks.machine import machine_info, save_table
+    from benchmarks.machine import machine_at_start, save_table
     from evoforge.steps.world_model import fit_world_model, save_world_model
     from flows.evolution import evolution_run
-    from models.devices import resolve_precision
     from models.embedder import load_embedder
     from models.loading import load_backend
 
     torch.set_num_threads(args.threads)
-    machine = {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
+    machine = machine_at_start()
     load_backend("smollm2", "auto")  # once: every run's own load_backend call returns this copy
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     started, records = time.perf_counter(), []

@@ -54,13 +54,11 @@ HELD_OUT = ("### Instruction:\nTwo answers to the task below follow. Which answe
 
 def bench_setup(experts: int, max_new_tokens: int) -> tuple[TournamentConfig, dict]:
     """The benchmarks' tournament settings (ask's, with a short answer's budget) and the machine, printed."""
-    from benchmarks.machine import machine_info
-    from models.devices import resolve_precision
+    from benchmarks.machine import machine_at_start
 
     config = TournamentConfig(instruction="benchmark", experts=experts, max_new_tokens=max_new_tokens,
                               continue_tokens=max(4, max_new_tokens // 3))
-    machine = {**machine_info(), "precision": resolve_precision(config.precision),
-               "load_average_at_start": os.getloadavg()[0]}
+    machine = machine_at_start(config.precision)
     print(f"machine: {machine}", flush=True)
     return config, machine
 

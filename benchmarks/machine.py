@@ -16,6 +16,14 @@ def machine_info() -> dict:
             "bf16_units": [f for f in ("amx_bf16", "avx512_bf16") if f in cpuinfo.split()]}
 
 
+def machine_at_start(precision: str = "auto") -> dict:
+    """The machine, the precision the models compute in (`precision` resolved as runs resolve it) and how busy the
+    machine was as the benchmark started (other jobs on the cores slow every timing)."""
+    from models.devices import resolve_precision
+
+    return {**machine_info(), "precision": resolve_precision(precision), "load_average_at_start": os.getloadavg()[0]}
+
+
 def save_table(folder: str, name: str, payload: dict) -> Path:
     """Write a benchmark's payload (with its `machine` and Markdown `table`) as `<date>-<host>-<name>.json` in
     `folder`, and print the table and the path."""

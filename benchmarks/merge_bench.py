@@ -63,12 +63,11 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from benchmarks.machine import machine_info, save_table
+    from benchmarks.machine import machine_at_start, save_table
     from evoforge.core.config import EvaluateConfig, FinetuneConfig, MergeConfig, RunConfig
     from evoforge.core.domain import load_domain
     from evoforge.training.finetuning import evaluate_models, train_and_register
     from evoforge.training.merging import merge_parents
-    from models.devices import resolve_precision
     from models.finetune import mean_loss
     from models.transformers_backend import TransformersBackend
 
@@ -125,7 +124,7 @@ def main(argv=None) -> None:
                      f"{cell('candidate_mean_quality')} | {cell('candidate_diversity')} | "
                      f"{losses[label]['loss_positive']:.3f} | {losses[label]['loss_negative']:.3f} |")
     payload = {
-        "machine": {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]},
+        "machine": machine_at_start(),
         "settings": {**vars(args), "finetune": settings.model_dump(), "weights": "equal"},
         "parents_tune_s": tune_s, "merge_s": merge_s, "residual": residuals, "evaluation_s": arms_s,
         "held_out_loss": losses, "per_seed": rows, "wall_s": time.monotonic() - started,

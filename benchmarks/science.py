@@ -176,14 +176,6 @@ def qd_plot(runs: pd.DataFrame, batch_size: int, path: Path) -> Path:
     return path
 
 
-def science_machine() -> dict:
-    """The machine (benchmarks.machine), the precision runs use and how busy the machine was at the start."""
-    from benchmarks.machine import machine_info
-    from models.devices import resolve_precision
-
-    return {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
-
-
 def panel_settings(panel: str) -> dict:
     """RunConfig fields for a `--panel` choice."""
     from evoforge.core.config import default_judges, default_run_judges
@@ -261,6 +253,7 @@ def main(argv=None) -> dict:
     out = Path(args.out or tempfile.mkdtemp(prefix="evoforge-science-"))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+    from benchmarks.machine import machine_at_start
     from evoforge.core.config import RunConfig
     from evoforge.core.domain import load_domain
     from evoforge.judges.panel import fit_heldout_panel
@@ -272,7 +265,7 @@ def main(argv=None) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    machine = science_machine()
+    machine = machine_at_start()
     print(f"machine: {machine}", flush=True)
     started = time.perf_counter()
     backends = {"smollm2": load_backend("smollm2", "auto")}  # the flow's own load_backend call returns this copy

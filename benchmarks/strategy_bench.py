@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     import torch
 
-    from benchmarks.machine import machine_info, save_table
+    from benchmarks.machine import machine_at_start, save_table
     from evoforge.core.archive import QDArchive
     from evoforge.core.config import RunConfig
     from evoforge.core.domain import load_domain
@@ -95,13 +95,12 @@ def main(argv=None) -> dict:
     from evoforge.judges.panel import judgements_per_text, questions
     from evoforge.steps.evolution import make_panel
     from evoforge.steps.screening import EmbeddingMemo, training_set
-    from models.devices import resolve_precision
     from models.embedder import load_embedder
     from models.loading import load_backend
     from models.value_model import Context, ValueModel, features
 
     torch.set_num_threads(args.threads)
-    machine = {**machine_info(), "precision": resolve_precision("auto"), "load_average_at_start": os.getloadavg()[0]}
+    machine = machine_at_start()
     domain = load_domain(args.domain)
     config = RunConfig(domain=args.domain)
     backend = load_backend("smollm2", "auto")
