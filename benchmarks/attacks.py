@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_info  # noqa: E402
-from evoforge.core.config import RunConfig  # noqa: E402
+from evoforge.core.config import RunConfig, judge_models  # noqa: E402
 from evoforge.core.domain import load_domain  # noqa: E402
 from evoforge.judges.guards import injection_reasons, neutralise  # noqa: E402
 from evoforge.steps.evolution import make_panel  # noqa: E402
@@ -42,7 +42,7 @@ def attack_outcomes(domain_name: str, precision: str) -> pd.DataFrame:
     domain = load_domain(domain_name)
     attacks = pd.read_csv(ROOT / "data" / "attacks" / f"{domain_name}.csv")
     config = RunConfig(domain=domain_name, precision=precision)
-    backends = {j.model: load_backend(j.model, precision) for j in config.judges}
+    backends = {name: load_backend(name, precision) for name in judge_models(config.judges)}
     panel = replace(make_panel(config, domain, backends), guard=False)  # a copy: make_panel's may be shared
     clean = attacks["clean"].drop_duplicates().tolist()
     texts = clean + attacks["text"].tolist()
