@@ -14,7 +14,14 @@ import pytest
 
 from models.backend import SamplingSettings
 from models.llama_server import ServerUnavailable, start_llama_server
-from models.openai_backend import NoLogprobsError, OpenAIBackend, ServerConfigError, ServerError, parse_server_name
+from models.openai_backend import (
+    ChatPrompt,
+    NoLogprobsError,
+    OpenAIBackend,
+    ServerConfigError,
+    ServerError,
+    parse_server_name,
+)
 from models.resolve import ModelNotFoundError, resolve_model
 
 # Measured on a 2-core Xeon (AVX-512 BF16, AMX): llama.cpp's Q4_1 kernels (activations quantised to 8 bits) and
@@ -51,6 +58,35 @@ def test_server_backend_names_and_clear_errors(tmp_path, monkeypatch):
     endpoints.write_text("model: m\nnodes: [http://127.0.0.1:9/v1]\napi_key: sk-inline\n")
     with pytest.raises(ServerConfigError, match="unknown keys"):
         parse_server_name(f"openai:{endpoints}")
+    endpoints.write_text("model: m\nnodes: [http://127.0.0.1:9/v1]\nchat: messages\n")
+    with pytest.raises(ServerConfigError, match="'chat' must be one of auto, completions, chat, got 'messages'"):
+        parse_server_name(f"openai:{endpoints}")
+
+
+def test_server_backend_chat_mode_picks_the_endpoint_and_the_chat_format(tmp_path):
+    """auto: the local template where the model's tokenizer is on disk, else the chat endpoint (the server's
+    template); `chat:` forces either. Nothing is sent here: the URLs lead nowhere."""
+    local = OpenAIBackend("openai:smollm2@http://127.0.0.1:9/v1")  # smollm2 resolves locally: its template
+    assert not local.chat_endpoint and local.has_chat_template
+    assert type(local.chat_prompt("Hi")) is str and "<|im_start|>assistant" in local.chat_prompt("Hi")
+    remote = OpenAIBackend("openai:remote-smollm@http://127.0.0.1:9/v1")  # no local tokenizer: the chat endpoint
+    assert remote.chat_endpoint and remote.has_chat_template
+    turn = remote.chat_prompt("Hi", system="Be brief.")
+    assert isinstance(turn, ChatPrompt) and turn.messages == ({"role": "system", "content": "Be brief."},
+                                                              {"role": "user", "content": "Hi"})
+    assert turn + "" is turn and type(turn + " Hello") is str  # a turn plus a partial answer is text again
+    import pickle
+
+    assert pickle.loads(pickle.dumps(turn)).messages == turn.messages
+    for mode, endpoint, chat_format in [("chat", True, True), ("completions", False, True)]:
+        (tmp_path / f"{mode}.yaml").write_text(f"model: smollm2\nchat: {mode}\nnodes: [http://127.0.0.1:9/v1]\n")
+        forced = OpenAIBackend(f"openai:{tmp_path / mode}.yaml")
+        assert (forced.chat_endpoint, forced.has_chat_template) == (endpoint, chat_format)
+        assert isinstance(forced.chat_prompt("Hi"), ChatPrompt) == endpoint
+        assert "<|im_start|>assistant" in forced.chat_prompt("Hi")  # the text is the local template's either way
+    (tmp_path / "plain.yaml").write_text("model: remote-smollm\nchat: completions\nnodes: [http://127.0.0.1:9/v1]\n")
+    plain = OpenAIBackend(f"openai:{tmp_path}/plain.yaml")  # no tokenizer, chat endpoint refused: no chat format
+    assert not plain.has_chat_template and plain.chat_prompt("Hi") == "User: Hi\nAssistant:"
 
 
 def test_server_backend_dead_endpoint_fails_with_the_reason(tmp_path):
@@ -66,18 +102,22 @@ def test_server_backend_dead_endpoint_fails_with_the_reason(tmp_path):
 
 
 class NoLogprobsServer(http.server.BaseHTTPRequestHandler):
-    """Injected fault: an OpenAI-compatible completions endpoint that refuses more than 5 alternatives (as OpenAI's
-    API does) and then answers without log-probabilities (as `transformers serve` does)."""
+    """Injected fault: an OpenAI-compatible server that refuses more alternatives than OpenAI's API allows (5 on
+    the completions endpoint, 20 on the chat endpoint) and then answers without log-probabilities (as
+    `transformers serve` does)."""
 
-    asked = []  # the number of alternatives each request asked for
+    asked = []  # (endpoint, the number of alternatives asked for) per request
 
     def do_POST(self):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        NoLogprobsServer.asked.append(request.get("logprobs"))
-        if (request.get("logprobs") or 0) > 5:  # as OpenAI's API: at most 5 alternatives
-            body, status = b'{"error": {"message": "logprobs must be at most 5"}}', 400
+        chat = self.path.endswith("/chat/completions")
+        asked = request.get("top_logprobs" if chat else "logprobs")
+        NoLogprobsServer.asked.append(("chat" if chat else "completions", asked))
+        if (asked or 0) > (20 if chat else 5):
+            body, status = b'{"error": {"message": "too many logprobs"}}', 400
         else:
-            body, status = json.dumps({"choices": [{"text": " yes", "logprobs": None}],
+            answer = {"message": {"role": "assistant", "content": "yes"}} if chat else {"text": " yes"}
+            body, status = json.dumps({"choices": [{**answer, "logprobs": None}],
                                        "usage": {"completion_tokens": 1, "total_tokens": 5}}).encode(), 200
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -97,7 +137,15 @@ def test_server_backend_refuses_logprob_judging_without_logprobs():
         assert backend.generate(["Hi"], [SamplingSettings(max_new_tokens=1)])[0].text == " yes"  # generative works
         with pytest.raises(NoLogprobsError, match="cannot serve 'logprob' or 'label' judges"):
             backend.option_logprobs(["Is it good?"], ["yes", "no"])
-        assert NoLogprobsServer.asked[-4:] == [1000, 100, 20, 5] and backend.top_k == 5  # asked less when refused
+        assert NoLogprobsServer.asked[-4:] == [("completions", k) for k in (1000, 100, 20, 5)]  # less when refused
+        assert backend.top_k["/completions"] == 5
+        remote = OpenAIBackend(f"openai:remote-smollm@http://127.0.0.1:{server.server_port}/v1")  # the chat endpoint
+        turn = remote.chat_prompt("Is it good?")
+        assert remote.generate([turn], [SamplingSettings(max_new_tokens=1)])[0].text == "yes"
+        with pytest.raises(NoLogprobsError, match="cannot serve 'logprob' or 'label' judges"):
+            remote.option_logprobs([turn], ["yes", "no"])
+        assert NoLogprobsServer.asked[-4:] == [("chat", None), ("chat", 1000), ("chat", 100), ("chat", 20)]
+        assert remote.top_k == {"/completions": 1000, "/chat/completions": 20}  # OpenAI's chat cap, kept apart
     finally:
         server.shutdown()
 
@@ -180,7 +228,7 @@ def test_server_backend_judge_agrees_with_in_process(llama_server, exact_backend
             worst[(fmt, qp.options)] = float(np.max(np.abs(here - there)))
     print("max |P(first label) server - in-process|:", worst, "floored share:", server.floored_share)
     assert max(worst.values()) <= JUDGE_TOLERANCE, worst
-    assert server.floored_share < 0.1 and server.top_k == 1000  # llama.cpp returns as many alternatives as asked
+    assert server.floored_share < 0.1 and server.top_k["/completions"] == 1000  # llama.cpp returns all asked
 
 
 def kill_when_busy(backend, node_index: int, server, after_requests: int, killed: dict):
