@@ -22,7 +22,7 @@ from models.openai_backend import (
     ServerError,
     parse_server_name,
 )
-from models.resolve import ModelNotFoundError, resolve_model
+from models.resolve import ModelNotFoundError, resolve_model, short_name
 
 # Measured on a 2-core Xeon (AVX-512 BF16, AMX): llama.cpp's Q4_1 kernels (activations quantised to 8 bits) and
 # transformers' float32 dequantised weights give P(first label) within 0.03 of each other on these judge prompts;
@@ -43,6 +43,8 @@ def test_server_backend_names_and_clear_errors(tmp_path, monkeypatch):
             parse_server_name(bad)
     with pytest.raises(ModelNotFoundError, match="no local files"):
         resolve_model("openai:smollm2@http://127.0.0.1:8080/v1")
+    assert short_name("openai:smollm2@http://a:1/v1,http://b:2/v1") == "openai:smollm2"  # tables, run names
+    assert short_name("openai:/etc/nodes.yaml") == "nodes.yaml" and short_name("runs/x/checkpoint") == "checkpoint"
 
     endpoints = tmp_path / "nodes.yaml"
     endpoints.write_text("model: remote-model\napi_key_env: EVOFORGE_TEST_KEY\nextra_body: {repeat_penalty: 1.0}\n"
@@ -211,24 +213,115 @@ def judge_prompts(domain_name: str, texts: list[str], backend, fmt: str):
     return [question_prompts(backend, judge, q, texts) for q in (domain.quality, domain.axes[0])]
 
 
+JUDGED_TEXTS = ["Vegetables are delicious and I eat them every day.", "I hate broccoli, it tastes awful.",
+                "Plant-based meals keep me healthy and happy.", "Salad is boring and never fills me up.",
+                "The weather was cloudy on Tuesday.", "Lentil soup is the best thing I cook all winter."]
+
+
 @pytest.mark.slow
 def test_server_backend_judge_agrees_with_in_process(llama_server, exact_backend):
     from evoforge.judges.panel import first_label_probability
     from models.loading import load_backend
 
     server = load_backend(f"openai:smollm2@{llama_server.base_url}")
-    texts = ["Vegetables are delicious and I eat them every day.", "I hate broccoli, it tastes awful.",
-             "Plant-based meals keep me healthy and happy.", "Salad is boring and never fills me up.",
-             "The weather was cloudy on Tuesday.", "Lentil soup is the best thing I cook all winter."]
     worst = {}
     for fmt in ("chat", "instruct"):
-        for qp in judge_prompts("opinions", texts, server, fmt):
+        for qp in judge_prompts("opinions", JUDGED_TEXTS, server, fmt):
             here = first_label_probability(exact_backend.option_logprobs(qp.prompts, list(qp.options)))
             there = first_label_probability(server.option_logprobs(qp.prompts, list(qp.options)))
             worst[(fmt, qp.options)] = float(np.max(np.abs(here - there)))
     print("max |P(first label) server - in-process|:", worst, "floored share:", server.floored_share)
     assert max(worst.values()) <= JUDGE_TOLERANCE, worst
     assert server.floored_share < 0.1 and server.top_k["/completions"] == 1000  # llama.cpp returns all asked
+
+
+# The chat endpoint: a server model with no local tokenizer ('remote-smollm' resolves to nothing here; the server
+# answers any model name with the one model it serves), so chat prompts go as messages and the server applies the
+# GGUF's own chat template (llama-cpp-python 0.3.36 uses its `tokenizer.chat_template`, the same Jinja template as
+# the Hugging Face tokenizer's, default system prompt included).
+@pytest.fixture(scope="session")
+def remote_name(llama_server):
+    return f"openai:remote-smollm@{llama_server.base_url}"
+
+
+@pytest.mark.slow
+def test_server_backend_chat_endpoint_generates_with_per_row_max_tokens_and_stop(llama_server, remote_name):
+    from models.loading import load_backend
+
+    backend = load_backend(remote_name)
+    assert backend.tokenizer is None and backend.chat_endpoint and backend.has_chat_template
+    turn = backend.chat_prompt("Count from 1 to 20.")
+    settings = [SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=16),  # greedy: repeatable
+                SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=3),
+                SamplingSettings(temperature=1.2, top_p=0.9, frequency_penalty=0.5, presence_penalty=0.5,
+                                 max_new_tokens=10)]
+    before = llama_server.answered("/chat/completions")
+    outs = backend.generate([turn] * 3, settings, seed=7)
+    free = outs[0].text
+    assert outs[0].new_tokens == 16 and len(free) > 12 and "Assistant" not in free
+    assert 1 <= outs[1].new_tokens <= 3 and free.startswith(outs[1].text) and len(outs[1].text) < len(free)
+    assert 1 <= outs[2].new_tokens <= 10
+    stop = free[len(free) // 2:len(free) // 2 + 2]  # from the greedy answer's second half: the server cuts there
+    stopped = backend.generate([turn], settings[:1], stop=[stop], seed=7)[0]
+    assert stopped.text == free[:free.index(stop)] and stopped.new_tokens < 16, (free, stop, stopped)
+    assert llama_server.answered("/chat/completions") - before == 4  # every row went to the chat endpoint
+
+
+@pytest.mark.slow
+def test_server_backend_chat_endpoint_judge_agrees_with_in_process(llama_server, remote_name, exact_backend):
+    """A model without a local tokenizer still gets chat-format judges: through the chat endpoint, reading the
+    first answer token's top_logprobs, in agreement with the same judge in-process (float32)."""
+    from evoforge.judges.panel import first_label_probability
+    from models.loading import load_backend
+
+    remote = load_backend(remote_name)
+    before = llama_server.answered("/chat/completions"), llama_server.answered("/completions")
+    worst = {}
+    for there, here in zip(judge_prompts("opinions", JUDGED_TEXTS, remote, "chat"),
+                           judge_prompts("opinions", JUDGED_TEXTS, exact_backend, "chat")):
+        assert all(isinstance(p, ChatPrompt) for p in there.prompts) and there.options == here.options
+        p_there = first_label_probability(remote.option_logprobs(there.prompts, list(there.options)))
+        p_here = first_label_probability(exact_backend.option_logprobs(here.prompts, list(here.options)))
+        worst[there.options] = float(np.max(np.abs(p_here - p_there)))
+    print("chat endpoint: max |P(first label) server - in-process|:", worst, "floored:", remote.floored_share)
+    assert max(worst.values()) <= JUDGE_TOLERANCE, worst
+    # One chat request per prompt (the labels are one token each), nothing through the completions endpoint.
+    assert (llama_server.answered("/chat/completions") - before[0], llama_server.answered("/completions") - before[1]) \
+        == (2 * len(JUDGED_TEXTS), 0)
+    assert remote.floored_share == 0.0 and remote.top_k["/chat/completions"] == 1000
+
+
+@pytest.mark.slow
+def test_server_backend_ask_and_evaluate_with_server_models(prefect_server, backend, llama_server, remote_name,
+                                                            tmp_path):
+    """`ask` with every model on the server (experts, judge and reward judge, through the chat endpoint), and
+    `evaluate` of a server model against another server model (the CLI's `--model` and `--champion`; its judges
+    are the run's default panel, in-process: mixed backends)."""
+    from evoforge.core.config import EvaluateConfig, JudgeConfig, TournamentConfig
+    from flows.finetune import evaluate_model
+    from flows.tournament import moe_tournament
+
+    before = llama_server.answered("/chat/completions")
+    config = TournamentConfig(
+        instruction="Answer in one short sentence. What is the capital of France?", experts=2, max_new_tokens=12,
+        continue_tokens=4, min_iterations=1, max_iterations=1, generator_models=[remote_name],
+        judges=[JudgeConfig(name="chat0", model=remote_name)], reward_model=remote_name,
+        out=str(tmp_path / "ask"), population_file=str(tmp_path / "population.parquet"), run_name="served")
+    summary = moe_tournament(config)
+    answers = pd.read_parquet(summary["answers_path"])
+    assert len(answers) == 2 and answers["text"].str.len().gt(0).all() and summary["answer"]
+    assert answers[["relevance", "coherence"]].stack().between(0, 1).all()
+    assert llama_server.answered("/chat/completions") - before >= 2 + 2 * 2  # answers, and both judged twice
+
+    champion = f"openai:smollm2@{llama_server.base_url}"  # a local tokenizer: its template, the completions endpoint
+    result = evaluate_model(domain="opinions", model=remote_name, champion=champion,
+                            settings=EvaluateConfig(generations=1, batch_size=2), out=str(tmp_path / "evaluate"))
+    assert "candidate (`openai:remote-smollm`, niche)" in result["table"] and result["promoted"] in (True, False)
+    parts = (tmp_path / "evaluate").rglob("candidates/gen_0000.parquet")  # evaluate's arms keep their parts
+    arms = {p.parents[1].name: pd.read_parquet(p) for p in parts}
+    assert set(arms) == {"candidate", "champion"}
+    assert (arms["candidate"]["backend"] == remote_name).all() and (arms["champion"]["backend"] == champion).all()
+    assert all(len(a) == 2 and a["text"].str.len().gt(0).all() for a in arms.values())
 
 
 def kill_when_busy(backend, node_index: int, server, after_requests: int, killed: dict):
