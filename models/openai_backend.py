@@ -323,7 +323,8 @@ class ChatPrompt(str):
 
 
 class OpenAIBackend:
-    """The `Backend` contract (models.backend) over an OpenAI-compatible completions endpoint on one or more nodes."""
+    """The `Backend` contract (models.backend) over an OpenAI-compatible server's completions and chat endpoints,
+    on one or more nodes."""
 
     def __init__(self, name: str):
         self.name = name
@@ -454,8 +455,7 @@ class OpenAIBackend:
         """The next token's `top_logprobs` (token text -> log-prob) from a 1-token greedy completion (of the chat
         endpoint for a `ChatPrompt`: the answer's first token)."""
         chat = isinstance(prompt, ChatPrompt)
-        path = "/chat/completions" if chat else "/completions"
-        k = self.top_k[path]
+        k = self.top_k["/chat/completions" if chat else "/completions"]
         path, body = self._request(prompt, {"max_tokens": 1, "temperature": 0.0,
                                             **({"logprobs": True, "top_logprobs": k} if chat else {"logprobs": k})})
         try:
