@@ -292,14 +292,29 @@ def test_server_backend_chat_endpoint_judge_agrees_with_in_process(llama_server,
 
 
 @pytest.mark.slow
-def test_server_backend_ask_and_evaluate_with_server_models(prefect_server, backend, llama_server, remote_name,
-                                                            tmp_path):
-    """`ask` with every model on the server (experts, judge and reward judge, through the chat endpoint), and
-    `evaluate` of a server model against another server model (the CLI's `--model` and `--champion`; its judges
-    are the run's default panel, in-process: mixed backends)."""
-    from evoforge.core.config import EvaluateConfig, JudgeConfig, TournamentConfig
+def test_server_backend_run_ask_and_evaluate_with_server_models(prefect_server, backend, llama_server, remote_name,
+                                                                tmp_path):
+    """A run and an `ask` with every model on the server (generator, judges, experts, reward judge; chat prompts
+    through the chat endpoint, the run's LMX prompts through the completions endpoint), and `evaluate` of a server
+    model against another server model (the CLI's `--model` and `--champion`; its judges are the run's default
+    panel, in-process: mixed backends)."""
+    from evoforge.core.config import EvaluateConfig, JudgeConfig, RunConfig, TournamentConfig
+    from flows.evolution import evolution_run
     from flows.finetune import evaluate_model
     from flows.tournament import moe_tournament
+
+    before = llama_server.answered("/chat/completions"), llama_server.answered("/completions")
+    run = evolution_run(RunConfig(
+        generations=1, experts=2, batch_size=2, max_new_tokens=24, continue_tokens=0, seed=5,
+        generator_models=[remote_name], judges=[JudgeConfig(name="chat0", model=remote_name)],
+        judge_references=False, heldout_judge=False, out=str(tmp_path / "run"), run_name="served"))
+    candidates = pd.read_parquet(tmp_path / "run" / "served" / "candidates.parquet")
+    assert len(candidates) == 2 and (candidates["backend"] == remote_name).all() and run["qd_score"] >= 0
+    valid = candidates[candidates["valid"]]
+    assert len(valid) >= 1 and valid["quality"].between(0, 1).all()
+    # 2 LMX candidates as text; each valid one judged on 2 questions as chat turns.
+    assert llama_server.answered("/completions") - before[1] >= 2
+    assert llama_server.answered("/chat/completions") - before[0] >= 2 * len(valid)
 
     before = llama_server.answered("/chat/completions")
     config = TournamentConfig(
