@@ -17,6 +17,7 @@ from evoforge.core.domain import load_domain
 from evoforge.training.finetune_data import elite_examples, ever_elites
 from evoforge.steps.evolution import RunState
 from evoforge.core.tracking import Tracker
+from models.resolve import short_name
 
 
 @task(name="build-finetune-data", cache_policy=NO_CACHE)
@@ -138,7 +139,7 @@ def evaluate_model(
     """
     config = RunConfig(domain=domain, seed=seed, evaluate=settings, experiment=experiment)
     name = finetuning.registered_name(load_domain(domain))
-    tracker = Tracker(experiment, f"evaluate-{Path(model).name}", tags={"stage": "evaluate"})
+    tracker = Tracker(experiment, f"evaluate-{short_name(model)}", tags={"stage": "evaluate"})
     tracker.log_params({"domain": domain, "model": model, "seed": seed, **flat_params(settings, prefix="evaluate.")})
     champion = champion or finetuning.current_champion(tracker, name, fallback=config.generator_models[0])
     registered, version = registered_version(model)

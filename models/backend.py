@@ -41,7 +41,9 @@ class Backend(Protocol):
         ...
 
     def chat_prompt(self, user: str, system: str | None = None) -> str:
-        """The model's chat format for one user turn, ending where the assistant's answer starts."""
+        """The model's chat format for one user turn, ending where the assistant's answer starts. A server backend on
+        a chat endpoint returns a `str` subclass that also carries the messages (models.openai_backend.ChatPrompt);
+        callers treat it as the text it is."""
         ...
 
     def generate(self, prompts: list[str], settings: list[SamplingSettings], stop: list[str] | None = None,

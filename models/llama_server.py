@@ -37,6 +37,10 @@ class LlamaServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def answered(self, path: str) -> int:
+        """Requests it answered on `path` (e.g. '/chat/completions'), counted in its access log."""
+        return self.log.read_text(errors="replace").count(f'"POST /v1{path} HTTP/1.1" 200')
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -64,9 +68,10 @@ def start_llama_server(gguf: Path, alias: str, log: Path, venv: Path = DEFAULT_V
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
                "--n_threads_batch", str(threads), "--logits_all", "True", "--model_alias", alias]
     handle = open(log, "ab")
-    # Its own process group: stopping it never signals the test process.
+    # Its own process group: stopping it never signals the test process. Unbuffered, so its access log (which
+    # endpoint answered each request) can be read while it runs.
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                               env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"})
     handle.close()
     server = LlamaServer(process, port, Path(log))
     deadline = time.monotonic() + startup_timeout_s

@@ -6,11 +6,18 @@ Names (see `parse_server_name`):
 - `openai:<model>@<url1>,<url2>`: the same model on several nodes;
 - `openai:<file>.yaml`: named nodes and options (API key variable, extra request fields, tokenizer, concurrency).
 
-Generation uses `/v1/completions`: evoforge's prompts are text (a chat prompt is rendered by `chat_prompt` first),
-so one endpoint serves LMX prompts and chat prompts alike and every row keeps its own sampling settings. The chat
-format is the tokenizer's template of a model that also resolves locally (the `<model>` itself when it is a local
-name such as `smollm2`, or the YAML's `tokenizer:`); otherwise `has_chat_template` is False and judges use their
-plain instruction format.
+Text prompts (LMX) go to `/v1/completions`. Chat prompts go one of two ways (`chat:` in the endpoint file, see
+`CHAT_MODES`): rendered to text by the chat template of a tokenizer on local disk (the `<model>` itself when it is a
+local name such as `smollm2`, or the YAML's `tokenizer:`) and sent to `/v1/completions`, or sent as messages to
+`/v1/chat/completions`, where the server applies its own template (the only way for a hosted API or a server model
+evoforge cannot load). `auto` picks the first where there is a local tokenizer, else the second.
+
+How a chat prompt reaches the chat endpoint without changing the `Backend` contract: `chat_prompt` returns a
+`ChatPrompt`, a `str` (its text is the turn rendered locally, so any code that treats prompts as text still works)
+that also carries its messages. `generate` and `option_logprobs` send a `ChatPrompt` as messages; a prompt built
+from one (the turn plus a partial answer: a cut-off candidate's continuation, a tree search's next sentence, the
+second token of a label) is a plain `str` again, as any `str` operation returns, and goes to `/v1/completions` as
+its text: OpenAI's chat API cannot continue an assistant turn it did not start.
 
 Requests run on a thread pool with a shared httpx client: the `Backend` contract is synchronous and is called from
 Prefect tasks that may already run inside an event loop (where `asyncio.run` is refused), and the work is waiting
@@ -67,12 +74,20 @@ class EndpointConfig:
     timeout_s: float = 120.0
     retries: int = 4  # further attempts of a failed request, on other nodes where there are some
     probe_after_s: float = 5.0  # a dead node is probed (GET /models) again after this, doubling up to 60 s
+    chat: str = "auto"  # how chat prompts are sent: one of CHAT_MODES
 
 
+# The values of `chat:`. auto: the chat endpoint when no local tokenizer gives the chat template, else the local
+# template and the completions endpoint; completions and chat force one (completions without a local tokenizer has
+# no chat format: judges then use their plain instruction format).
+CHAT_MODES = ("auto", "completions", "chat")
+
+# Asked again with the next of these when a server refuses the number of alternatives: vLLM's default cap is 20,
+# OpenAI's 20 on the chat endpoint and 5 on the legacy completions endpoint.
 TOP_LOGPROBS_FALLBACK = (100, 20, 5)
 
 ENDPOINT_KEYS = {"model", "nodes", "tokenizer", "api_key_env", "extra_body", "max_concurrency", "top_logprobs",
-                 "timeout_s", "retries", "probe_after_s"}
+                 "timeout_s", "retries", "probe_after_s", "chat"}
 
 
 def _node_name(url: str) -> str:
@@ -138,6 +153,8 @@ def _load_endpoint_file(path: Path) -> EndpointConfig:
     options = {k: v for k, v in data.items() if k not in ("model", "nodes")}
     if "extra_body" in options and not isinstance(options["extra_body"], dict):
         raise ServerConfigError(f"{where}: 'extra_body' must be a mapping of request fields")
+    if options.get("chat", "auto") not in CHAT_MODES:
+        raise ServerConfigError(f"{where}: 'chat' must be one of {', '.join(CHAT_MODES)}, got {options['chat']!r}")
     for key in ("max_concurrency", "top_logprobs", "retries"):
         if key in options and (not isinstance(options[key], int) or options[key] < (0 if key == "retries" else 1)):
             raise ServerConfigError(f"{where}: '{key}' must be a positive integer")
@@ -285,8 +302,29 @@ def local_tokenizer(name: str):
 
 
 # --- the backend -----------------------------------------------------------------------------------------------
+class ChatPrompt(str):
+    """A chat turn for the chat endpoint: the text is the turn rendered locally (what any code that treats prompts
+    as text sees, and what a completions endpoint gets), `messages` what the chat endpoint gets. Every `str`
+    operation returns a plain `str`, so a prompt changed in any way (a partial answer appended) is text again; only
+    appending nothing keeps the turn."""
+
+    messages: tuple[dict, ...]
+
+    def __new__(cls, text: str, messages: tuple[dict, ...]):
+        prompt = super().__new__(cls, text)
+        prompt.messages = messages
+        return prompt
+
+    def __add__(self, other: str) -> str:
+        return self if other == "" else str.__add__(self, other)
+
+    def __reduce__(self):  # pickled by Prefect's task results and caches: keep the messages
+        return ChatPrompt, (str(self), self.messages)
+
+
 class OpenAIBackend:
-    """The `Backend` contract (models.backend) over an OpenAI-compatible completions endpoint on one or more nodes."""
+    """The `Backend` contract (models.backend) over an OpenAI-compatible server's completions and chat endpoints,
+    on one or more nodes."""
 
     def __init__(self, name: str):
         self.name = name
@@ -296,7 +334,9 @@ class OpenAIBackend:
         self.tokenizer = self._local_tokenizer()
         self.executor = ThreadPoolExecutor(self.config.max_concurrency * len(self.config.nodes),
                                            thread_name_prefix="openai-backend")
-        self.top_k = self.config.top_logprobs  # lowered once if the server refuses it
+        # Alternatives asked for per endpoint, each lowered once if the server refuses it (OpenAI's caps differ).
+        self.top_k = {"/completions": self.config.top_logprobs, "/chat/completions": self.config.top_logprobs}
+        self.chat_endpoint = self.config.chat == "chat" or (self.config.chat == "auto" and not self._local_template)
         self.scored_cells = 0  # (prompt, option) log-probs read from a 1-token completion's top-k
         self.floored_cells = 0  # of those, options outside the returned top-k (given the floor)
 
@@ -310,15 +350,31 @@ class OpenAIBackend:
             return None
 
     @property
-    def has_chat_template(self) -> bool:
+    def _local_template(self) -> bool:
         return bool(self.tokenizer is not None and self.tokenizer.chat_template)
 
+    @property
+    def has_chat_template(self) -> bool:
+        """True where chat prompts have the model's own format: the local template, or the server's (chat endpoint)."""
+        return self.chat_endpoint or self._local_template
+
     def chat_prompt(self, user: str, system: str | None = None) -> str:
-        """The model's chat format (its local tokenizer's template); without one, a plain-text turn."""
-        if not self.has_chat_template:
-            return (f"{system}\n\n" if system else "") + f"User: {user}\nAssistant:"
+        """The turn in the local tokenizer's template (else a plain-text turn); on the chat endpoint a `ChatPrompt`
+        of that text and the messages, which the server formats with its own template."""
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self._local_template:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = (f"{system}\n\n" if system else "") + f"User: {user}\nAssistant:"
+        return ChatPrompt(text, tuple(messages)) if self.chat_endpoint else text
+
+    def _request(self, prompt: str, fields: dict) -> tuple[str, dict]:
+        """The endpoint and body for one prompt: a `ChatPrompt` as messages to the chat endpoint, any other prompt as
+        text to the completions endpoint. `fields` are the sampling fields both share."""
+        if isinstance(prompt, ChatPrompt):
+            return "/chat/completions", {**self.config.extra_body, "model": self.config.model,
+                                         "messages": list(prompt.messages), **fields}
+        return "/completions", {**self.config.extra_body, "model": self.config.model, "prompt": str(prompt), **fields}
 
     def _map(self, fn, items: list) -> list:
         return list(self.executor.map(fn, items))
@@ -332,17 +388,18 @@ class OpenAIBackend:
 
         def one(i: int) -> Generation:
             s = settings[i]
-            body = {**self.config.extra_body, "model": self.config.model, "prompt": prompts[i],
-                    "max_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
-                    "frequency_penalty": s.frequency_penalty, "presence_penalty": s.presence_penalty}
+            fields = {"max_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                      "frequency_penalty": s.frequency_penalty, "presence_penalty": s.presence_penalty}
             if stop:
-                body["stop"] = stop
+                fields["stop"] = stop
             if seed is not None:
-                body["seed"] = seed + i
-            data = self.pool.post("/completions", body)
+                fields["seed"] = seed + i
+            path, body = self._request(prompts[i], fields)
+            data = self.pool.post(path, body)
             choice = data["choices"][0]
+            text = (choice.get("message") or {}).get("content") if path == "/chat/completions" else choice.get("text")
             usage = data.get("usage") or {}
-            return Generation(choice.get("text") or "", int(usage.get("completion_tokens") or 0))
+            return Generation(text or "", int(usage.get("completion_tokens") or 0))
 
         return self._map(one, list(range(len(prompts))))
 
@@ -357,7 +414,11 @@ class OpenAIBackend:
         server works). A piece outside the returned top-k gets the floor (the k-th log-prob, an upper bound of its
         own) for the rest of the option, counted in `floored_cells`. Prompt log-probs (`echo`) are not used:
         llama-cpp-python 0.3.36 returns them shifted by one token. The server reuses the shared prefix (llama.cpp
-        keeps the last prompt's cache); `score_batch_size` and `reuse_prefix` do not apply."""
+        keeps the last prompt's cache); `score_batch_size` and `reuse_prefix` do not apply.
+
+        A `ChatPrompt` asks its first request of the chat endpoint (`logprobs: true, top_logprobs: k`, the first
+        answer token's alternatives); an option's later pieces continue from its text on the completions endpoint
+        (see `ChatPrompt`). Labels of one token, as the shipped domains' yes/no and positive/negative, need none."""
         pieces = {o: self._pieces(o) for o in options}
         rows = self._map(lambda p: self._prompt_option_logprobs(p, pieces), prompts)
         return np.array(rows, dtype=float).reshape(len(prompts), len(options))
@@ -391,19 +452,26 @@ class OpenAIBackend:
         return values
 
     def _top_logprobs(self, prompt: str) -> dict[str, float]:
-        """The next token's `top_logprobs` (token text -> log-prob) from a 1-token greedy completion."""
-        body = {**self.config.extra_body, "model": self.config.model, "prompt": prompt, "max_tokens": 1,
-                "temperature": 0.0, "logprobs": self.top_k}
+        """The next token's `top_logprobs` (token text -> log-prob) from a 1-token greedy completion (of the chat
+        endpoint for a `ChatPrompt`: the answer's first token)."""
+        chat = isinstance(prompt, ChatPrompt)
+        k = self.top_k["/chat/completions" if chat else "/completions"]
+        path, body = self._request(prompt, {"max_tokens": 1, "temperature": 0.0,
+                                            **({"logprobs": True, "top_logprobs": k} if chat else {"logprobs": k})})
         try:
-            answer = self.pool.post("/completions", body)
+            answer = self.pool.post(path, body)
         except RequestRefused:
-            smaller = [k for k in TOP_LOGPROBS_FALLBACK if k < self.top_k]
+            smaller = [n for n in TOP_LOGPROBS_FALLBACK if n < k]
             if not smaller:
                 raise
-            self.top_k = smaller[0]  # shared by every later request (a benign race: threads agree on the value)
+            self.top_k[path] = min(self.top_k[path], smaller[0])  # shared by later requests (threads agree)
             return self._top_logprobs(prompt)
         logprobs = answer["choices"][0].get("logprobs") or {}
-        top = (logprobs.get("top_logprobs") or [None])[0]
+        if chat:  # OpenAI's chat shape: content[i].top_logprobs is a list of {token, logprob}
+            first = (logprobs.get("content") or [{}])[0] or {}
+            top = {t["token"]: t["logprob"] for t in first.get("top_logprobs") or []}
+        else:
+            top = (logprobs.get("top_logprobs") or [None])[0]
         if not top:
             raise NoLogprobsError(
                 f"model '{self.name}': the server returned no top_logprobs, so it cannot serve 'logprob' or 'label' "
@@ -421,5 +489,7 @@ class OpenAIBackend:
         out = {f"backend/{node}/{key}": value for node, counts in self.pool.stats().items()
                for key, value in counts.items()}
         out["backend/logprob_floored_share"] = self.floored_share
-        out["backend/top_logprobs"] = self.top_k
+        out["backend/top_logprobs"] = self.top_k["/completions"]
+        out["backend/chat_top_logprobs"] = self.top_k["/chat/completions"]
+        out["backend/chat_endpoint"] = float(self.chat_endpoint)
         return out

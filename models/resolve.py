@@ -57,6 +57,14 @@ def is_server_model(name: str) -> bool:
     return name.startswith(SERVER_PREFIX)
 
 
+def short_name(name: str) -> str:
+    """A model's name for tables and run names: `openai:<model>` for a server model named with its URLs (whose last
+    path part is only '/v1'), else the last part of the name or path."""
+    if is_server_model(name) and "@" in name:
+        return name.rpartition("@")[0]
+    return Path(name).name
+
+
 BASE_FILE = "evoforge_base.json"  # written beside a checkpoint by models.finetune: names its base model
 
 

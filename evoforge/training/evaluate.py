@@ -19,6 +19,7 @@ from evoforge.steps.evolution import (
     prepare_run,
 )
 from evoforge.steps.run_metrics import generation_metrics
+from models.resolve import short_name
 
 
 def fill_archive(
@@ -86,7 +87,7 @@ COMPARED = ["qd_score", "coverage", "num_elites", "mean_quality", "max_quality",
 def comparison_table(arms: list[dict]) -> str:
     """A Markdown table: one column per arm, one row per score."""
     rows = [k for k in COMPARED if any(k in a["scores"] for a in arms)]
-    header = "| score | " + " | ".join(f"{a['label']} (`{Path(a['model']).name}`, {a['search']})" for a in arms) + " |"
+    header = "| score | " + " | ".join(f"{a['label']} (`{short_name(a['model'])}`, {a['search']})" for a in arms) + " |"
     lines = [header, "|---|" + "---|" * len(arms)]
     for key in rows:
         cells = [f"{a['scores'][key]:.4g}" if key in a["scores"] else "" for a in arms]
