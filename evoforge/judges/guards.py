@@ -9,8 +9,9 @@ fake the template whoever wrote it; both kinds are detected on the text as writt
 flagged candidate is scored but not placed.
 
 The rules are written for text that is *about* something, as every domain's output is; they fire on text that
-addresses whoever reads it as a classifier. Their false-positive rate on the shipped seed pools and reference
-texts, and the attack success rate with and without them, are measured by `benchmarks/attacks.py`.
+addresses whoever reads it as a classifier. They miss new phrasings, so a learned check of each sentence's meaning
+(`evoforge.judges.detector`) flags too (`guard_reasons`). The false-positive rate on clean texts, and the attack
+success rate with and without the guards, are measured by `benchmarks/attacks.py`.
 """
 
 import re
@@ -60,3 +61,13 @@ def injection_reasons(text: str) -> list[str]:
         reasons.append("prompt-markup")
     reasons += [name for name, rule in _ADDRESSES_JUDGE if rule.search(text)]
     return reasons
+
+
+def guard_reasons(texts: list[str], labels: list[str]) -> list[list[str]]:
+    """Per text, why the guards flag it: the rules' reasons, and `learned-address` where the learned check finds a
+    sentence written to the judge (`labels`: the judges' answer labels, which that check looks for)."""
+    from evoforge.judges.detector import shipped_detector
+
+    detector = shipped_detector()
+    learned = detector.scores(texts, labels) > detector.threshold if texts else []
+    return [injection_reasons(t) + (["learned-address"] if hit else []) for t, hit in zip(texts, learned)]

@@ -22,7 +22,7 @@ from evoforge.core.domain import Domain, Question
 from evoforge.judges.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, panel_agreement
 from evoforge.judges.measures import accuracy, auc, out_of_fold
 from models.backend import SamplingSettings
-from evoforge.judges.guards import injection_reasons, neutralise
+from evoforge.judges.guards import guard_reasons, neutralise
 from evoforge.judges.embedding import pole_scores, with_poles
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
@@ -141,6 +141,11 @@ class Panel:
     report: pd.DataFrame = field(default_factory=pd.DataFrame)
     guard: bool = True  # judge-gaming guards (evoforge.judges.guards): neutralised prompts and injection flags
 
+    @property
+    def answer_labels(self) -> list[str]:
+        """Every label the panel's questions answer with (what a text that talks to its judge tends to name)."""
+        return sorted({label for q in self.questions.values() for label in q.labels})
+
     def judge(self, backends: dict, texts: list[str], questions: dict | None = None) -> pd.DataFrame:
         """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated), the
         panel's combined score per question (in the column `columns[q]`) and, with the guards on, `flagged` and
@@ -151,7 +156,7 @@ class Panel:
         raw = judge_texts(backends, self.judges, questions or self.questions, prompt_texts)
         out = {}
         if self.guard:
-            reasons = [injection_reasons(t) for t in texts]
+            reasons = guard_reasons(texts, self.answer_labels)
             out["flagged"] = np.array([bool(r) for r in reasons])
             out["guard_flags"] = np.array([";".join(r) for r in reasons], dtype=object)
         for q, rule in self.rules.items():

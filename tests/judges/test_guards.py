@@ -84,7 +84,7 @@ def test_a_flagged_candidate_is_scored_but_never_placed(backend, tmp_path):
     candidates = pd.DataFrame({"cid": [0, 1], "expert_id": [0, 0], "text": texts, "valid": [True, True]})
     backends = {"smollm2": backend}
     judged = judge_step(fit_run_panel(state, backends), candidates, backends)
-    assert judged["flagged"].tolist() == [True, False] and judged["guard_flags"][0] == "names-evaluator"
+    assert judged["flagged"].tolist() == [True, False] and judged["guard_flags"][0].startswith("names-evaluator")
     assert judged["quality"].notna().all()  # scored, so the attack is on record
     placed = archive_step(state.archive, state.experts, judged.assign(genotype=[[], []]), 0, config)
     assert placed.candidates["inserted"].tolist() == [False, True]
