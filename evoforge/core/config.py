@@ -280,10 +280,11 @@ class RunConfig(_Config):
     near_probability: float = Field(
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
-    search: Literal["lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche",
+    search: Literal["auto", "lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche",
                     "refine"] = Field(
-        "lmx",
-        description="'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
+        "auto",
+        description="'auto' (the default): 'splice' on grids of two or more axes and 'lmx' on one axis, where each "
+        "was measured best against random search (README, make science); 'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
         "a frontier or extreme cell, with the nearest elites as examples and the niche named in the prompt); "
         "'target_zero_shot': the same targets named in a prompt without examples; 'splice': targets as in "
         "'target'; half the candidates start with the opening sentences of the elite nearest their target (the "

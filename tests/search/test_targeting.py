@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evoforge.search.generation import join_opening, plan_candidates
+from evoforge.search.generation import join_opening, plan_candidates, resolve_search
 from evoforge.core.experts import Expert
 from models.backend import SamplingSettings
 from evoforge.search.targeting import (
@@ -213,3 +213,15 @@ def test_refine_shows_the_elites_nearest_the_target_and_asks_for_its_niche(opini
     assert len(parents) == 3 and len(prompt) < 900 + 600  # the parents' share of the prompt stays bounded
     _, none, plain = refine_plan(opinions, elites.iloc[:0], rng)  # an empty archive: the niche instruction
     assert none == [] and "Write one whose sentiment is" in plain
+
+
+def test_auto_search_splices_on_two_axes_and_mutates_few_shot_prompts_on_one(opinions):
+    from evoforge.core.domain import load_domain
+
+    stories = load_domain("stories")
+    assert resolve_search("auto", stories) == "splice" and resolve_search("auto", opinions) == "lmx"
+    assert resolve_search("zero_shot", stories) == "zero_shot"  # a named search is kept
+    expert = Expert(0, "smollm2", SamplingSettings(), "Opinions.", ["a", "b", "c"])
+    plans = plan_candidates([expert], [0], 8, opinions, ["a", "b", "c"], elites_1d([]).rename(
+        columns={"bin_s": "bin_sentiment", "measure_s": "measure_sentiment"}), 0.5, np.random.default_rng(6))
+    assert {p.mutation for p in plans} <= {"near", "replace", "none"}  # the default on one axis: LMX
