@@ -27,20 +27,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """`write(tmp)` a temporary file beside `path`, then rename it over `path`: a process killed at any point leaves
+    either the old file or the new one, never a truncated one (a failed write leaves the old one and no temporary)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    return _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_json(data: dict, path: Path) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
 
 
 class RunStore:
@@ -147,4 +153,4 @@ class RunStore:
                 for p in parts:
                     writer.write_table(pq.read_table(p).cast(schema))
 
-        return _atomic_write(self.candidates_path, write)
+        return atomic_write(self.candidates_path, write)
