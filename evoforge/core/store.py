@@ -11,6 +11,8 @@ is interrupted resumes from its last committed generation and rewrites whatever 
     experts.parquet           every expert's state after every generation (a tuned model's expert that joins
                               between generations is added to the last committed one's rows at once)
     metrics/gen_NNNN.json     a generation's metrics, as logged to MLflow (a resumed run logs what a crash skipped)
+    finetune/<tag>/outcome.json  a fine-tune's outcome (checkpoint, registered version), written when it has
+                              finished: a mid-run fine-tune cut short by a kill is redone on resume, a finished one not
 
 An island run (islands > 1) also writes, in the same commit, `islands/gen_NNNN.parquet` (each island's elites, with
 an `island` column; archive/ holds their union) and, after a generation with a migration, `migrations/gen_NNNN.parquet`
@@ -128,6 +130,17 @@ class RunStore:
         history = history[(history["generation"] != generation) | (history["expert_id"] != expert["expert_id"])]
         row = pd.DataFrame([{"generation": generation, **expert}])
         write_parquet(pd.concat([history, row], ignore_index=True), self.experts_path)
+
+    def finetune_record(self, tag: str) -> Path:
+        return self.root / "finetune" / tag / "outcome.json"
+
+    def write_finetune(self, tag: str, outcome: dict) -> None:
+        write_json(outcome, self.finetune_record(tag))
+
+    def read_finetune(self, tag: str) -> dict | None:
+        """The finished fine-tune `tag`'s outcome, or None when it did not finish (or never started)."""
+        path = self.finetune_record(tag)
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def read_elites(self, generation: int) -> pd.DataFrame:
         return pd.read_parquet(self.archive_snapshot(generation))
