@@ -134,6 +134,25 @@ def generation_engine(state: RunState):
         yield functools.partial(island_generation, runner=runner)
 
 
+def finetune_due(config: RunConfig, number: int) -> bool:
+    """Whether a mid-run fine-tune (`finetune.every`) follows generation `number`; after the last one the final
+    fine-tune runs instead."""
+    ft = config.finetune
+    return bool(ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations)
+
+
+def finetune_at_boundary(state: RunState, tracker, backends: dict, number: int) -> None:
+    """The fine-tune due after generation `number`, then (`join_population`) the tuned model's expert. Each is done
+    once per boundary: the finetune flow records its outcome in the run folder when it has registered the model,
+    and `join_expert` records the expert, so a run killed anywhere in between redoes on resume exactly what was not
+    recorded (a kill mid-training: the fine-tune and the join; after it: the join only; after the join: nothing)."""
+    tuned = state.store.read_finetune(f"g{number:04d}") or finetune(state, tracker, tag=f"g{number:04d}")
+    checkpoint = tuned.get("checkpoint")
+    if state.config.finetune.join_population and checkpoint and checkpoint not in {e.backend for e in state.experts}:
+        backends[checkpoint] = load_backend(checkpoint, state.config.precision, state.config.device)
+        join_expert(state, checkpoint)
+
+
 def publish_summary(state: RunState, summary: dict) -> None:
     """Prefect artifacts on the flow run's page: the summary (linking the MLflow run) and the top elites."""
     elites = top_elites(state)
@@ -159,9 +178,10 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
         heldout = calling_models(fit_heldout_judge, config)(state, backends) if config.heldout_judge else None
         if state.completed:
             logger.info("resuming %s after generation %d", state.run_name, state.completed - 1)
-        ft = config.finetune
         stopped_by = None
         with generation_engine(state) as run_generation:
+            if state.completed and finetune_due(config, state.completed - 1):  # a kill may have cut it short
+                finetune_at_boundary(state, tracker, backends, state.completed - 1)
             for number in range(state.completed, config.generations):
                 stopped_by = budget_exhausted(config.budget, state.history)
                 if stopped_by:  # at a generation boundary: everything so far is committed, a larger budget resumes
@@ -170,13 +190,9 @@ def evolution_run(config: RunConfig = RunConfig()) -> dict:
                     tracker.set_tags({"stopped_by": stopped_by})
                     break
                 run_generation(state, number, panel, backends, tracker, heldout)
-                if ft.enabled and ft.every and (number + 1) % ft.every == 0 and number + 1 < config.generations:
-                    tuned = finetune(state, tracker, tag=f"g{number:04d}")
-                    if ft.join_population and "checkpoint" in tuned:
-                        backends[tuned["checkpoint"]] = load_backend(tuned["checkpoint"], config.precision,
-                                                                     config.device)
-                        join_expert(state, tuned["checkpoint"])
-        if ft.enabled and not stopped_by:
+                if finetune_due(config, number):
+                    finetune_at_boundary(state, tracker, backends, number)
+        if config.finetune.enabled and not stopped_by:
             tuned = finetune(state, tracker, tag="final")
             if "checkpoint" in tuned:
                 evaluate(state, tracker, tuned)

@@ -46,6 +46,8 @@ def finetune(state: RunState, tracker, tag: str = "final") -> dict:
     frame = build_finetune_data(state, folder, tracker)
     base = state.config.generator_models[0]
     outcome = train_model(frame, base, state.config, folder / "checkpoints", tracker, finetuning.registered_name(state.domain), tag)
+    # Recorded once trained and registered (the held-out examples are the final evaluation's, in memory only).
+    state.store.write_finetune(tag, {k: v for k, v in outcome.items() if k != "held_out"})
     get_run_logger().info(
         "finetune %s: %s", tag,
         outcome.get("skipped") or f"held-out loss {outcome['held_out_loss_before']:.3f} -> {outcome['held_out_loss']:.3f}",

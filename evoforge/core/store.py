@@ -11,6 +11,8 @@ is interrupted resumes from its last committed generation and rewrites whatever 
     experts.parquet           every expert's state after every generation (a tuned model's expert that joins
                               between generations is added to the last committed one's rows at once)
     metrics/gen_NNNN.json     a generation's metrics, as logged to MLflow (a resumed run logs what a crash skipped)
+    finetune/<tag>/outcome.json  a fine-tune's outcome (checkpoint, registered version), written when it has
+                              finished: a mid-run fine-tune cut short by a kill is redone on resume, a finished one not
 
 An island run (islands > 1) also writes, in the same commit, `islands/gen_NNNN.parquet` (each island's elites, with
 an `island` column; archive/ holds their union) and, after a generation with a migration, `migrations/gen_NNNN.parquet`
@@ -27,20 +29,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """`write(tmp)` a temporary file beside `path`, then rename it over `path`: a process killed at any point leaves
+    either the old file or the new one, never a truncated one (a failed write leaves the old one and no temporary)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    return _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_json(data: dict, path: Path) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
 
 
 class RunStore:
@@ -123,6 +131,17 @@ class RunStore:
         row = pd.DataFrame([{"generation": generation, **expert}])
         write_parquet(pd.concat([history, row], ignore_index=True), self.experts_path)
 
+    def finetune_record(self, tag: str) -> Path:
+        return self.root / "finetune" / tag / "outcome.json"
+
+    def write_finetune(self, tag: str, outcome: dict) -> None:
+        write_json(outcome, self.finetune_record(tag))
+
+    def read_finetune(self, tag: str) -> dict | None:
+        """The finished fine-tune `tag`'s outcome, or None when it did not finish (or never started)."""
+        path = self.finetune_record(tag)
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def read_elites(self, generation: int) -> pd.DataFrame:
         return pd.read_parquet(self.archive_snapshot(generation))
 
@@ -147,4 +166,4 @@ class RunStore:
                 for p in parts:
                     writer.write_table(pq.read_table(p).cast(schema))
 
-        return _atomic_write(self.candidates_path, write)
+        return atomic_write(self.candidates_path, write)

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+from evoforge.core.store import atomic_write
 from evoforge.knowledge.base import Passage
 
 RECORDS_FILE = "records.jsonl"
@@ -31,12 +32,14 @@ def record(query: str, sources: list[dict], answer: str, reward: float | None, o
 
 
 def write_records(records: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
+    """Written atomically: a process killed while writing leaves the previous file whole (a reader of a truncated
+    last line would fail), and the temporary's name is not `RECORDS_FILE`, so `collect_records` never reads it."""
+    def write(tmp: Path):
+        with tmp.open("w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    return atomic_write(Path(path), write)
 
 
 def collect_records(runs: str | Path, rated_only: bool = False) -> list[dict]:

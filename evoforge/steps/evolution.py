@@ -176,8 +176,8 @@ def new_expert(state: RunState, backend: str) -> Expert:
 def join_expert(state: RunState, backend: str) -> Expert:
     """Add a new expert on `backend` (a tuned model's checkpoint folder) to the population, and record it in the run
     folder right away, among the last committed generation's experts: a run killed before its next commit resumes
-    with it (resuming loads every expert's backend) instead of losing it and the fine-tuning it cost. Resuming
-    starts after that generation, so the boundary's fine-tune is not done again."""
+    with it (resuming loads every expert's backend) instead of losing it and the fine-tuning it cost; the
+    boundary's fine-tune, recorded in the run folder before the join, is not done again (flows.evolution)."""
     expert = new_expert(state, backend)
     state.store.add_expert(state.completed - 1, expert.to_row())
     state.experts.append(expert)

@@ -1,7 +1,9 @@
 import pandas as pd
 import pyarrow.parquet as pq
 
-from evoforge.core.store import RunStore
+import pytest
+
+from evoforge.core.store import RunStore, atomic_write
 
 
 def frame(generation, n):
@@ -37,6 +39,19 @@ def test_state_is_written_atomically(tmp_path):
     store.write_state({"completed": 2})
     assert store.read_state() == {"completed": 2}
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "file.txt"
+    atomic_write(path, lambda tmp: tmp.write_text("old"))
+
+    def half_then_fail(tmp):
+        tmp.write_text("ha")
+        raise OSError("injected: disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["file.txt"]
 
 
 def test_an_expert_that_joins_after_a_commit_is_read_back_with_that_generation(tmp_path):

@@ -224,6 +224,18 @@ def test_run_with_finetune_registers_evaluates_and_decides(prefect_server, backe
     assert len(texts) == 1 and len(texts[0].split()) >= 2
 
 
+def tuned_after_each_generation(folder, run_name: str) -> RunConfig:
+    """A tiny run fine-tuned after generation 0 (one epoch), the tuned model joining the experts, then at the end."""
+    from evoforge.core.config import EvaluateConfig, FinetuneConfig
+
+    return RunConfig(
+        **{**TINY, "batch_size": 6}, domain=fine_bins_domain(folder), out=str(folder), run_name=run_name,
+        judge_references=False, heldout_judge=False,
+        finetune=FinetuneConfig(enabled=True, every=1, join_population=True, epochs=1, train_batch_size=2),
+        evaluate=EvaluateConfig(generations=1, batch_size=2),
+    )
+
+
 # Run in a child process: the flow, with an injected fault that kills the process (SIGKILL: no cleanup, no
 # exception handler) right after a tuned model's expert joins the population, before the next generation commits.
 KILLED_AFTER_JOIN = """
@@ -248,15 +260,9 @@ def test_a_tuned_expert_that_joined_survives_a_kill_and_is_not_tuned_again(prefe
     from pathlib import Path
 
     from conftest import run_killed_child
-    from evoforge.core.config import EvaluateConfig, FinetuneConfig
     from flows.evolution import evolution_run
 
-    config = RunConfig(
-        **{**TINY, "batch_size": 6}, domain=fine_bins_domain(tmp_path), out=str(tmp_path), run_name="joined",
-        judge_references=False, heldout_judge=False,
-        finetune=FinetuneConfig(enabled=True, every=1, join_population=True, epochs=1, train_batch_size=2),
-        evaluate=EvaluateConfig(generations=1, batch_size=2),
-    )
+    config = tuned_after_each_generation(tmp_path, "joined")
     run_killed_child(KILLED_AFTER_JOIN, config.model_dump_json())  # it got as far as the join
 
     run_dir = tmp_path / "joined"
@@ -279,3 +285,62 @@ def test_a_tuned_expert_that_joined_survives_a_kill_and_is_not_tuned_again(prefe
     assert len(client.get_metric_history(run_id, "finetune/g0000/eval_loss")) == 1
     assert len(client.search_model_versions(f"run_id='{run_id}'")) == 2
     assert sorted(pd.read_parquet(run_dir / "candidates.parquet")["generation"].unique()) == [0, 1]
+
+
+# In a child process: the flow, killed (SIGKILL) at the first optimizer step of the mid-run fine-tune after
+# generation 0: mid-training, with nothing of it trained to the end, registered or recorded.
+KILLED_WHILE_TUNING = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+import evoforge.training.finetuning as finetuning
+import flows.evolution as flows_module
+from evoforge.core.config import RunConfig
+
+real_train = finetuning.train_and_register
+
+def train_killed_at_first_step(*args, tag, **kwargs):
+    if tag == "g0000":
+        register_optimizer_step_pre_hook(lambda *_: os.kill(os.getpid(), signal.SIGKILL))
+    return real_train(*args, tag=tag, **kwargs)
+
+finetuning.train_and_register = train_killed_at_first_step
+flows_module.evolution_run(RunConfig.model_validate_json(sys.argv[1]))
+"""
+
+
+def test_a_mid_run_finetune_cut_short_by_a_kill_is_redone_on_resume_and_joins(prefect_server, backend, tmp_path):
+    """The boundary's fine-tune was due and did not finish: resume notices (no recorded outcome for its tag), runs it
+    and joins the tuned expert before generation 1; MLflow holds one fine-tune for the tag, not a half and a whole."""
+    from pathlib import Path
+
+    from conftest import run_killed_child
+    from flows.evolution import evolution_run
+
+    config = tuned_after_each_generation(tmp_path, "cut")
+    run_killed_child(KILLED_WHILE_TUNING, config.model_dump_json())
+
+    run_dir = tmp_path / "cut"
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["completed"] == 1  # killed at generation 0's boundary
+    assert (run_dir / "finetune" / "g0000").is_dir() and not (run_dir / "finetune" / "g0000" / "outcome.json").exists()
+    assert (pd.read_parquet(run_dir / "experts.parquet")["backend"] == "smollm2").all()  # nothing joined
+    client = MlflowClient(tracking_uri())
+    run_id = state["mlflow_run_id"]
+    assert client.search_model_versions(f"run_id='{run_id}'") == []  # nothing registered
+
+    summary = evolution_run(config)
+    assert summary["mlflow_run_id"] == run_id and client.get_run(run_id).info.status == "FINISHED"
+    outcome = json.loads((run_dir / "finetune" / "g0000" / "outcome.json").read_text())
+    checkpoint = outcome["checkpoint"]
+    assert Path(checkpoint).is_dir() and Path(checkpoint).is_relative_to(run_dir / "finetune" / "g0000")
+    experts = pd.read_parquet(run_dir / "experts.parquet")
+    tuned = experts[experts["backend"] == checkpoint]
+    assert tuned["expert_id"].tolist() == [2, 2] and tuned["generation"].tolist() == [0, 1]  # joined before gen 1
+    assert sorted(pd.read_parquet(run_dir / "candidates.parquet")["generation"].unique()) == [0, 1]
+    # One fine-tune for the boundary (one epoch logged once, one version), one at the end; one child per generation.
+    assert len(client.get_metric_history(run_id, "finetune/g0000/eval_loss")) == 1
+    versions = client.search_model_versions(f"run_id='{run_id}'")
+    assert len(versions) == 2 and outcome["version"] in {str(v.version) for v in versions}
+    children = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["generation-0000", "generation-0001"]
+    assert metric_steps(client, run_id, "qd_score") == [0, 1]

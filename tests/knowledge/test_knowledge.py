@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,35 @@ def test_records_round_trip(tmp_path):
     write_records(rows, tmp_path / "runs" / "ask-1" / "records.jsonl")
     assert [r["reward"] for r in collect_records(tmp_path / "runs")] == [0.8, None]
     assert [r["query"] for r in collect_records(tmp_path / "runs", rated_only=True)] == ["q1"]
+
+
+# In a child process: rewrite records.jsonl with 3 records, killed (SIGKILL: no cleanup) after the 2nd is written.
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+import evoforge.knowledge.records as records
+
+real_dumps, written = records.json.dumps, []
+
+def dumps_then_killed(obj, **kwargs):
+    written.append(obj)
+    if len(written) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_dumps(obj, **kwargs)
+
+records.json = type("json", (), {"dumps": staticmethod(dumps_then_killed)})
+records.write_records([records.record(f"new{i}", [], "a", 0.5, "chat", "c") for i in range(3)], sys.argv[1])
+"""
+
+
+def test_a_kill_while_writing_records_leaves_the_previous_file_whole(tmp_path):
+    path = tmp_path / "runs" / "chat-1" / "records.jsonl"
+    write_records([record("old", [], "a", 0.9, "chat", "chat-1")], path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [r["query"] for r in collect_records(tmp_path / "runs")] == ["old"]  # not two new lines of three
+    assert (path.parent / ".records.jsonl.tmp").is_file()  # the killed write's part, beside it and never read
 
 
 def test_sentences_split_at_ends_only():
