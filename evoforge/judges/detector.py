@@ -4,7 +4,8 @@ The rules in `evoforge.judges.guards` catch the attacks they were written agains
 passes them). This check generalises from examples instead: a logistic regression on each sentence's MiniLM
 embedding plus one feature, whether the sentence names one of the judge's answer labels ("positive", "yes",
 "romance", ...), the handle nearly every attack needs. A text is flagged when its most judge-addressing sentence
-is above the threshold.
+is above the threshold; below it, a text whose most addressing sentence is above a lower threshold is judged
+without that sentence (its archive entry keeps the whole text).
 
 It is fitted on `data/guards/addressing.csv`: the injected sentences of the attack kinds the rules were written
 against (label 1), and the shipped seed pools, references and texts the embedded generator wrote in earlier runs
@@ -25,6 +26,10 @@ import pandas as pd
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "guards"
 FALSE_POSITIVE_TARGET = 0.01  # share of clean validation texts flagged; the issue's goal is at most 2%
+# Share of clean validation texts judged without their most judge-addressing sentence. Every attack measured puts
+# its sentence at the top of its text's ranking, even where it stays below the flag threshold, so leaving that
+# sentence out of what the judges read defeats weaker attacks at the cost of one sentence of 1 clean text in 10.
+STRIP_SHARE = 0.10
 
 # Sentence ends, and line breaks (an attack often sits on a line of its own, without a full stop).
 _SENTENCE_BREAKS = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -53,6 +58,7 @@ class AddressDetector:
     weights: np.ndarray  # one per embedding dimension, then the label feature's
     bias: float
     threshold: float  # a text whose most addressing sentence is above this is flagged
+    strip_threshold: float  # ... above this, that sentence is left out of what the judges read
     embedder: str = "minilm"
 
     def sentence_probabilities(self, embedder, texts: list[str], labels: list[str]) -> list[np.ndarray]:
@@ -66,23 +72,29 @@ class AddressDetector:
         ends = np.cumsum([len(parts) for parts in split])
         return np.split(p, ends[:-1])
 
-    def scores(self, texts: list[str], labels: list[str], embedder=None) -> np.ndarray:
-        """Per text, its most judge-addressing sentence's probability."""
+    def most_addressing(self, texts: list[str], labels: list[str], embedder=None) -> list[tuple[str, float]]:
+        """Per text, its most judge-addressing sentence and that sentence's probability."""
         if embedder is None:
             from models.embedder import load_embedder
 
             embedder = load_embedder(self.embedder)
-        return np.array([p.max() if p.size else 0.0
-                         for p in self.sentence_probabilities(embedder, texts, labels)])
+        return [(parts[int(np.argmax(p))], float(p.max())) if p.size else ("", 0.0)
+                for parts, p in zip(map(sentences, texts), self.sentence_probabilities(embedder, texts, labels))]
+
+    def scores(self, texts: list[str], labels: list[str], embedder=None) -> np.ndarray:
+        """Per text, its most judge-addressing sentence's probability."""
+        return np.array([p for _, p in self.most_addressing(texts, labels, embedder)])
 
     def to_json(self) -> str:
-        return json.dumps({"embedder": self.embedder, "threshold": self.threshold, "bias": self.bias,
+        return json.dumps({"embedder": self.embedder, "threshold": self.threshold,
+                           "strip_threshold": self.strip_threshold, "bias": self.bias,
                            "weights": [float(w) for w in self.weights]})
 
     @classmethod
     def from_json(cls, text: str) -> "AddressDetector":
         d = json.loads(text)
-        return cls(np.asarray(d["weights"], dtype=np.float32), float(d["bias"]), float(d["threshold"]), d["embedder"])
+        return cls(np.asarray(d["weights"], dtype=np.float32), float(d["bias"]), float(d["threshold"]),
+                   float(d["strip_threshold"]), d["embedder"])
 
 
 @lru_cache(maxsize=1)
@@ -99,7 +111,7 @@ def domain_labels(domain_name: str) -> list[str]:
 
 def fit_detector(examples: pd.DataFrame, embedder, embedder_name: str = "minilm", C: float = 1.0) -> AddressDetector:
     """Fit on the `train` rows' sentences (each labelled like its text; a text's label words are its domain's),
-    and set the threshold on the `validation` rows (clean texts) for FALSE_POSITIVE_TARGET."""
+    and set the thresholds on the `validation` rows (clean texts) for FALSE_POSITIVE_TARGET and STRIP_SHARE."""
     from sklearn.linear_model import LogisticRegression
 
     labels = {d: domain_labels(d) for d in examples["domain"].unique()}
@@ -109,12 +121,12 @@ def fit_detector(examples: pd.DataFrame, embedder, embedder_name: str = "minilm"
     y = np.array([r[1] for r in rows])
     # Balanced classes: 70 attacks against thousands of clean sentences would otherwise say "clean" to everything.
     model = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(x, y)
-    fitted = AddressDetector(model.coef_[0].astype(np.float32), float(model.intercept_[0]), 0.5, embedder_name)
+    fitted = AddressDetector(model.coef_[0].astype(np.float32), float(model.intercept_[0]), 0.5, 0.5, embedder_name)
     validation = examples[examples["split"] == "validation"]
     scores = np.concatenate([fitted.scores(list(part["text"]), labels[d], embedder)
                              for d, part in validation.groupby("domain")])
     return AddressDetector(fitted.weights, fitted.bias, float(np.quantile(scores, 1 - FALSE_POSITIVE_TARGET)),
-                           embedder_name)
+                           float(np.quantile(scores, 1 - STRIP_SHARE)), embedder_name)
 
 
 def main() -> int:
@@ -125,9 +137,11 @@ def main() -> int:
     detector = fit_detector(examples, embedder)
     (DATA / "detector.json").write_text(detector.to_json() + "\n")
     test = examples[examples["split"] == "test"]
-    flagged = np.concatenate([detector.scores(list(part["text"]), domain_labels(d), embedder) > detector.threshold
-                              for d, part in test.groupby("domain")])
-    print(f"threshold {detector.threshold:.3f}; clean test texts flagged: {flagged.mean():.1%} of {len(flagged)}")
+    scores = np.concatenate([detector.scores(list(part["text"]), domain_labels(d), embedder)
+                             for d, part in test.groupby("domain")])
+    print(f"threshold {detector.threshold:.3f}; clean test texts flagged: {(scores > detector.threshold).mean():.1%} "
+          f"of {len(scores)}; strip threshold {detector.strip_threshold:.3f}: judged without a sentence: "
+          f"{(scores > detector.strip_threshold).mean():.1%}")
     return 0
 
 

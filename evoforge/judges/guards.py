@@ -63,11 +63,18 @@ def injection_reasons(text: str) -> list[str]:
     return reasons
 
 
-def guard_reasons(texts: list[str], labels: list[str]) -> list[list[str]]:
-    """Per text, why the guards flag it: the rules' reasons, and `learned-address` where the learned check finds a
-    sentence written to the judge (`labels`: the judges' answer labels, which that check looks for)."""
+def guard_texts(texts: list[str], labels: list[str], detector=None) -> tuple[list[str], list[list[str]], list[str]]:
+    """Per text: what the judges read (markup removed, and the most judge-addressing sentence left out where the
+    learned check places it above its strip threshold), why the guards flag it (the rules' reasons, and
+    `learned-address` above the learned check's flag threshold), and the sentence left out ("" if none).
+    `labels`: the judges' answer labels, which the learned check looks for; `detector`: the shipped one by default."""
     from evoforge.judges.detector import shipped_detector
 
-    detector = shipped_detector()
-    learned = detector.scores(texts, labels) > detector.threshold if texts else []
-    return [injection_reasons(t) + (["learned-address"] if hit else []) for t, hit in zip(texts, learned)]
+    detector = detector or shipped_detector()
+    judged, reasons, left_out = [], [], []
+    for text, (sentence, p) in zip(texts, detector.most_addressing(texts, labels) if texts else []):
+        strip = p > detector.strip_threshold and sentence != text.strip()  # a one-sentence text stays whole
+        judged.append(neutralise(" ".join(text.replace(sentence, " ", 1).split()) if strip else text))
+        reasons.append(injection_reasons(text) + (["learned-address"] if p > detector.threshold else []))
+        left_out.append(sentence if strip else "")
+    return judged, reasons, left_out

@@ -22,7 +22,7 @@ from evoforge.core.domain import Domain, Question
 from evoforge.judges.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, panel_agreement
 from evoforge.judges.measures import accuracy, auc, out_of_fold
 from models.backend import SamplingSettings
-from evoforge.judges.guards import guard_reasons, neutralise
+from evoforge.judges.guards import guard_texts
 from evoforge.judges.embedding import pole_scores, with_poles
 
 MAX_TEXT_CHARS = 1500  # keeps judge prompts well inside a small model's context
@@ -149,16 +149,17 @@ class Panel:
     def judge(self, backends: dict, texts: list[str], questions: dict | None = None) -> pd.DataFrame:
         """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated), the
         panel's combined score per question (in the column `columns[q]`) and, with the guards on, `flagged` and
-        `guard_flags` (why: ';'-separated) for texts that address their judge. `questions` may give, per question
+        `guard_flags` (why: ';'-separated) for texts that address their judge, and `guard_left_out` (the sentence
+        the judges did not read, see `evoforge.judges.guards.guard_texts`). `questions` may give, per question
         name, one Question per text (texts answering different tasks, judged in one batch); default: the panel's
         own."""
-        prompt_texts = [neutralise(t) for t in texts] if self.guard else texts
+        prompt_texts, reasons, left_out = guard_texts(texts, self.answer_labels) if self.guard else (texts, [], [])
         raw = judge_texts(backends, self.judges, questions or self.questions, prompt_texts)
         out = {}
         if self.guard:
-            reasons = guard_reasons(texts, self.answer_labels)
             out["flagged"] = np.array([bool(r) for r in reasons])
             out["guard_flags"] = np.array([";".join(r) for r in reasons], dtype=object)
+            out["guard_left_out"] = np.array(left_out, dtype=object)
         for q, rule in self.rules.items():
             names = [f"judge_{j.name}_{q}" for j in self.judges]
             calibrated = rule.calibrate(raw[names].to_numpy())

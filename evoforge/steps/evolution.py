@@ -296,6 +296,7 @@ def judge_step(panel: Panel, candidates: pd.DataFrame, backends: dict[str, Backe
     if "flagged" in judged:
         judged["flagged"] = judged["flagged"].fillna(False).astype(bool)
         judged["guard_flags"] = judged["guard_flags"].fillna("")
+        judged["guard_left_out"] = judged["guard_left_out"].fillna("")
         judged["valid"] &= ~judged["flagged"]
     return judged
 

@@ -22,6 +22,7 @@ def generation_metrics(state: RunState, outcome: ArchiveOutcome, embedder=None) 
         "tokens_generated": int(candidates["new_tokens"].sum()),
         "continued": int(candidates["continued"].sum()),
         "flagged": int(candidates["flagged"].sum()) if "flagged" in candidates else 0,  # judge-gaming guards
+        "guard_left_out": int((candidates["guard_left_out"] != "").sum()) if "guard_left_out" in candidates else 0,
         # Judgements made: every scored text x judge x question (the judge-call budget counts these).
         "judge_calls": int(candidates["quality"].notna().sum()) * judgements_per_text(state.config.judges, questions(state.domain))
         if "quality" in candidates else 0,

@@ -4,7 +4,7 @@
 
 Input: a .txt file (one text a line) or a .csv file with a `text` column. Output: one row per text with the
 panel's `quality` and `measure_<axis>` columns, each judge's (calibrated and raw) scores, and the guards'
-`flagged` / `guard_flags`.
+`flagged` / `guard_flags` / `guard_left_out`.
 """
 
 from pathlib import Path

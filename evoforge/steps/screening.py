@@ -156,7 +156,7 @@ def keep_screened(outcome: ArchiveOutcome, held_back: pd.DataFrame) -> ArchiveOu
         return outcome
     rows = held_back.assign(status="screened_out", inserted=False, reward=np.nan)
     if "flagged" in outcome.candidates:  # the guards' columns, as for a candidate they did not flag
-        rows = rows.assign(flagged=False, guard_flags="")
+        rows = rows.assign(flagged=False, guard_flags="", guard_left_out="")
     merged = pd.concat([outcome.candidates, rows], ignore_index=True).sort_values("cid", ignore_index=True)
     return replace(outcome, candidates=merged)
 
