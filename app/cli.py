@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baselines", nargs="*", choices=["zero_shot", "fixed_few_shot"], default=[])
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default="runs/evaluate")
+    ev.add_argument("--config", help="JSON file with RunConfig fields for the judges and the arms' runs (judges, "
+                    "combine, precision, device, ...), e.g. server judges; domain, seed and evaluate come from flags")
 
     mg = commands.add_parser("merge", help="merge tuned LoRA adapters into one model, evaluate it against each parent "
                              "and the champion, promote it only through the gate")
@@ -310,7 +312,14 @@ def evaluate_request(args: argparse.Namespace) -> dict:
         generations=args.generations, batch_size=args.batch_size, search=args.search, margin=args.margin,
         baselines=args.baselines,
     )
-    return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed, out=args.out)
+    run_settings = read_config_file(args.config, RunConfig)
+    for flag, field in (("--domain", "domain"), ("--seed", "seed"), ("evaluate settings' flags", "evaluate")):
+        if field in run_settings:
+            raise ValueError(f"--config {args.config}: `{field}` is set by {flag} for evaluate, not in the file")
+    RunConfig(domain=args.domain, seed=args.seed, evaluate=settings, **run_settings)  # one clear error, before any work
+    experiment = {"experiment": run_settings.pop("experiment")} if "experiment" in run_settings else {}
+    return dict(domain=args.domain, model=args.model, champion=args.champion, settings=settings, seed=args.seed,
+                out=args.out, run_settings=run_settings, **experiment)
 
 
 def merge_request(args: argparse.Namespace) -> dict:

@@ -126,6 +126,7 @@ def evaluate_model(
     seed: int = 0,
     out: str = "runs/evaluate",
     experiment: str = "evoforge",
+    run_settings: dict | None = None,
 ) -> dict:
     """`model` against `champion` (default: the registry's champion for the domain, else the base model).
     If `model` is a registered version (`models:/NAME/VERSION`) and wins, the champion alias moves to it.
@@ -138,8 +139,9 @@ def evaluate_model(
         seed: Random seed shared by every evaluated model
         out: Folder for the evaluation's run folders and report
         experiment: MLflow experiment name
+        run_settings: Further RunConfig fields of the arms' runs, e.g. `judges` on a model server
     """
-    config = RunConfig(domain=domain, seed=seed, evaluate=settings, experiment=experiment)
+    config = RunConfig(domain=domain, seed=seed, evaluate=settings, experiment=experiment, **(run_settings or {}))
     name = finetuning.registered_name(load_domain(domain))
     tracker = Tracker(experiment, f"evaluate-{short_name(model)}", tags={"stage": "evaluate"})
     tracker.log_params({"domain": domain, "model": model, "seed": seed, **flat_params(settings, prefix="evaluate.")})

@@ -296,8 +296,8 @@ def test_server_backend_run_ask_and_evaluate_with_server_models(prefect_server, 
                                                                 tmp_path):
     """A run and an `ask` with every model on the server (generator, judges, experts, reward judge; chat prompts
     through the chat endpoint, the run's LMX prompts through the completions endpoint), and `evaluate` of a server
-    model against another server model (the CLI's `--model` and `--champion`; its judges are the run's default
-    panel, in-process: mixed backends)."""
+    model against another server model (the CLI's `--model` and `--champion`) judged by a server judge (`--config`'s
+    run settings)."""
     from evoforge.core.config import EvaluateConfig, JudgeConfig, RunConfig, TournamentConfig
     from flows.evolution import evolution_run
     from flows.finetune import evaluate_model
@@ -329,8 +329,12 @@ def test_server_backend_run_ask_and_evaluate_with_server_models(prefect_server, 
     assert llama_server.answered("/chat/completions") - before >= 2 + 2 * 2  # answers, and both judged twice
 
     champion = f"openai:smollm2@{llama_server.base_url}"  # a local tokenizer: its template, the completions endpoint
+    before = llama_server.answered("/chat/completions")
     result = evaluate_model(domain="opinions", model=remote_name, champion=champion,
-                            settings=EvaluateConfig(generations=1, batch_size=2), out=str(tmp_path / "evaluate"))
+                            settings=EvaluateConfig(generations=1, batch_size=2), out=str(tmp_path / "evaluate"),
+                            run_settings={"judges": [{"name": "chat0", "model": remote_name}],
+                                          "judge_references": False, "heldout_judge": False})
+    assert llama_server.answered("/chat/completions") - before >= 2  # the arms' candidates judged on the server
     assert "candidate (`openai:remote-smollm`, niche)" in result["table"] and result["promoted"] in (True, False)
     parts = (tmp_path / "evaluate").rglob("candidates/gen_0000.parquet")  # evaluate's arms keep their parts
     arms = {p.parents[1].name: pd.read_parquet(p) for p in parts}

@@ -148,3 +148,16 @@ def test_generated_bad_flow_parameters_name_the_field(field, value):
 def test_shipped_domains_pass_the_same_checks():
     for path in Path(load_domain("opinions").seed_pool).parents[1].joinpath("domains").glob("*.yaml"):
         assert isinstance(load_domain(path).check_files(), Domain)
+
+
+@pytest.mark.parametrize("content,names", [
+    ('{"seed": 3}', "--seed"),  # set by a flag of evaluate, not in the file
+    ('{"judges": [{"name": "chat0", "kind": "no-such-kind"}]}', "judges"),
+])
+def test_evaluate_config_is_checked_before_any_work(tmp_path, content, names):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["evaluate", "--model", "smollm2", "--config", str(path)]) == 2
+    assert one_line(err.getvalue()) and names in err.getvalue()
