@@ -1,15 +1,17 @@
-"""Where an island run's tasks compute: a Dask cluster, through Prefect's `DaskTaskRunner` (prefect-dask).
+"""Where an island run's (or a judge_shards run's) tasks compute: a Dask cluster, through Prefect's
+`DaskTaskRunner` (prefect-dask).
 
 Either the scheduler at `config.cluster` (a cluster someone operates: `dask scheduler` and `dask worker` processes
 on several machines, or any Dask deployment), or a local cluster of `config.workers` worker processes, one thread
 each, started here and stopped with the run. The cluster lives for the whole run, so each worker process loads its
-models once (tasks.evolution.evolve_island) and keeps them over the generations.
+models once (tasks.evolution.evolve_island, judge_shard) and keeps them over the generations.
 """
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from evoforge.core.config import RunConfig
+from models.embedder import load_embedder
 from tasks.evolution import worker_backends
 
 
@@ -22,9 +24,9 @@ def dask_task_runner(config: RunConfig, model_names: list[str]) -> Iterator:
     the run's state and models. The workers report to the flow's Prefect API: its URL travels in each task's
     settings, so a temporary server started by the flow's process is the one they use too.
 
-    Every worker there loads `model_names` before the first generation, all at once, so the generations' times
-    (and a `max_seconds` budget) do not include the workers' start-up; a worker that joins later, or replaces a
-    dead one, loads them at its first task."""
+    Every worker there loads `model_names` (and the embedding judges' embedders) before the first generation, all
+    at once, so the generations' times (and a `max_seconds` budget) do not include the workers' start-up; a worker
+    that joins later, or replaces a dead one, loads them at its first task."""
     from distributed import LocalCluster
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -42,9 +44,12 @@ def dask_task_runner(config: RunConfig, model_names: list[str]) -> Iterator:
             address = cluster.scheduler_address
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
         runner = stack.enter_context(DaskTaskRunner(address=address))
-        runner.client.run(_load, model_names, config.precision, config.device)
+        embedders = sorted({j.model for j in config.judges if j.kind == "embedding"})
+        runner.client.run(_load, model_names, embedders, config.precision, config.device)
         yield runner
 
 
-def _load(names: list[str], precision: str, device: str) -> None:
+def _load(names: list[str], embedders: list[str], precision: str, device: str) -> None:
     worker_backends(names, precision, device)  # kept in the worker's cache; nothing comes back
+    for name in embedders:
+        load_embedder(name)  # as an embedding judge loads it (evoforge.judges.embedding.pole_scores)
