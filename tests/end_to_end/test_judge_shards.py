@@ -12,8 +12,6 @@ import pytest
 
 from evoforge.core.config import RunConfig
 
-pytestmark = pytest.mark.slow
-
 # 1 population x 6 candidates x 2 generations, judged by the default panel (calibrated and weighed on the
 # references, so fitted calibrators and weights travel with each shard's task).
 RUN = dict(generations=2, experts=2, batch_size=6, max_new_tokens=8, continue_tokens=0, seed=4, heldout_judge=False,
@@ -22,6 +20,7 @@ TOLERANCE = 1e-4
 EXACT = ["cid", "generation", "expert_id", "text", "valid", "inserted", "status"]
 
 
+@pytest.mark.slow
 def test_a_generation_judged_in_shards_on_two_workers_matches_judging_it_in_one_process(prefect_server, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -53,3 +52,23 @@ def test_a_generation_judged_in_shards_on_two_workers_matches_judging_it_in_one_
         pd.testing.assert_frame_equal(ours[exact], theirs[exact])
         pd.testing.assert_frame_equal(ours.drop(columns=exact), theirs.drop(columns=exact), check_exact=False,
                                       atol=TOLERANCE, rtol=0)
+
+
+def test_workers_start_without_dasks_malloc_trim_setting():
+    """The run's local cluster (flows.engine) and hand-started workers (deployments/dask, through DASK_CONFIG) both
+    drop MALLOC_TRIM_THRESHOLD_ from what Dask sets before it spawns a worker, and keep one thread per worker."""
+    from pathlib import Path
+
+    import dask
+    from distributed.nanny import _get_env_variables
+
+    from flows.engine import NO_MALLOC_TRIM
+
+    key = "distributed.nanny.pre-spawn-environ"
+    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables(key)  # Dask's default, which both must remove
+    folder = Path(__file__).resolve().parents[2] / "deployments" / "dask"
+    from_folder = dask.config.merge(dask.config.config, dask.config.collect(paths=[str(folder)], env={}))
+    for settings in (NO_MALLOC_TRIM, from_folder):  # DASK_CONFIG's files are merged over Dask's defaults
+        with dask.config.set(settings):
+            environ = _get_env_variables(key)
+        assert "MALLOC_TRIM_THRESHOLD_" not in environ and environ["OMP_NUM_THREADS"] == "1"
