@@ -9,8 +9,10 @@ what must not change.
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from evoforge.core.config import RunConfig
+from evoforge.core.tracking import tracking_uri
 
 # 1 population x 6 candidates x 2 generations, judged by the default panel (calibrated and weighed on the
 # references, so fitted calibrators and weights travel with each shard's task).
@@ -37,6 +39,12 @@ def test_a_generation_judged_in_shards_on_two_workers_matches_judging_it_in_one_
     assert all(misses == 1 for _, misses in caches.values()), caches
     assert sum(hits for hits, _ in caches.values()) == 2 * 2, caches
     assert summary["generations"] == 2
+    # Without the generation subflow, MLflow still gets a child run per generation under the run.
+    mlflow = MlflowClient(tracking_uri())
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    children = mlflow.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["generation-0000", "generation-0001"]
+    assert run.data.params["judge_shards"] == "2"
 
     whole = pd.read_parquet(tmp_path / "whole" / "candidates.parquet")
     sharded = pd.read_parquet(tmp_path / "sharded" / "candidates.parquet")
