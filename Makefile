@@ -72,7 +72,8 @@ bench-agents: install
 	$(PY) benchmarks/agent_bench.py $(AGENT_BENCH_ARGS)
 
 # Islands on Dask: 1 island vs 2 islands on 2 local workers at equal wall time, a task's round trip, union and MLflow
-# cost per island count (about 10 minutes; ISLANDS_BENCH_ARGS=--quick for ~5)
+# cost per island count, one generation's judging in 1 process vs 2 shards on 2 workers (about 17 minutes;
+# ISLANDS_BENCH_ARGS=--quick for ~12; ISLANDS_BENCH_ARGS="--part judging" for the judging row alone, ~7)
 bench-islands: install
 	$(PY) benchmarks/islands_bench.py $(ISLANDS_BENCH_ARGS)
 

@@ -45,6 +45,7 @@ RUN_FLAGS = {
     "migrants": "migrants",
     "workers": "workers",
     "cluster": "cluster",
+    "judge_shards": "judge_shards",
 }
 
 

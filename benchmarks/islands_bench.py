@@ -12,6 +12,11 @@ Rows:
   (no Prefect): what each island task pays before any model work.
 - the run-level costs that grow with the number of islands: the union archive of K islands (`union_archive`) and
   logging K islands' per-generation metrics to MLflow (one `log_batch`), for K up to 100.
+- judging split across workers (`judge_shards`): one generation of 64 texts judged by the run's default panel
+  (fitted on the references) in the flow's process, against 2 shards as `judge-shard` Prefect tasks on a local
+  cluster of 2 workers (`flows.evolution.judge_in_shards`, the run's own path), and the same 2 shards as bare Dask
+  `client.submit` calls (no Prefect): their difference is Prefect's cost per judging task. `--part judging` runs
+  this row alone and writes <date>-<host>-islands-judging.json.
 Writes benchmarks/results/<date>-<host>-islands.json and prints a Markdown table.
 """
 
@@ -28,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from benchmarks.machine import machine_info, save_table  # noqa: E402
+from benchmarks.machine import machine_at_start, machine_info, save_table  # noqa: E402
 
 # Small enough for a 2-core machine; each island writes `batch_size` candidates per generation.
 RUN = dict(experts=2, batch_size=8, max_new_tokens=32, continue_tokens=8, judge_references=False, seed=0,
@@ -122,11 +127,81 @@ def merge_costs(ks: list[int], elites_per_island: int = 400) -> list[dict]:
     return rows
 
 
+def median_s(call, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call (which pays the one-off costs: the embedder's first
+    batch, a task's first connection)."""
+    call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def judging_split(texts_n: int = 64, repeats: int = 3) -> dict:
+    """Median seconds to judge `texts_n` texts: in this process, in 2 shards of Prefect tasks on 2 Dask workers, and
+    in 2 shards of bare Dask calls; every model and the panel are loaded and fitted before the clock starts. Runs
+    as a flow of its own with small parameters (each task carries its flow and their values to the worker), made
+    here and not at import: Prefect reads PREFECT_HOME when imported, and main sets it first."""
+    from prefect import flow
+
+    return flow(name="judging-split")(_judging_split)(texts_n, repeats)
+
+
+def _judging_split(texts_n: int, repeats: int) -> dict:
+    import pickle
+
+    import pandas as pd
+
+    from evoforge.core.config import RunConfig, judge_models
+    from evoforge.core.domain import load_domain
+    from evoforge.steps.evolution import contiguous_shards, make_panel
+    from flows.engine import dask_task_runner
+    from flows.evolution import judge_in_shards
+    from models.loading import load_backend
+    from tasks.evolution import judge_shard
+
+    config = RunConfig(judge_shards=2, workers=2)
+    domain = load_domain(config.domain)
+    texts = (domain.load_references()["text"].tolist() + domain.load_pool())[:texts_n]
+    backends = {name: load_backend(name, config.precision, config.device) for name in judge_models(config.judges)}
+    panel = make_panel(config, domain, backends)
+    candidates = pd.DataFrame({"text": texts, "valid": True})
+    shards = contiguous_shards(texts, config.judge_shards)
+
+    in_process = median_s(lambda: panel.judge(backends, texts), repeats)
+    with dask_task_runner(config, sorted(judge_models(config.judges))) as runner:
+        prefect_s = median_s(lambda: judge_in_shards(panel, candidates, backends, runner, config), repeats)
+        client = runner.client
+        bare_s = median_s(lambda: client.gather([client.submit(judge_shard.fn, panel, shard, config.precision,
+                                                               config.device, pure=False) for shard in shards]),
+                          repeats)
+    return {"texts": len(texts), "repeats": repeats, "precision": config.precision, "in_process_s": in_process,
+            "shards_prefect_s": prefect_s, "shards_bare_dask_s": bare_s, "speedup": in_process / prefect_s,
+            "prefect_per_task_s": prefect_s - bare_s, "panel_pickle_bytes": len(pickle.dumps(panel)),
+            "texts_pickle_bytes_per_shard": max(len(pickle.dumps(shard)) for shard in shards)}
+
+
+def judging_table(j: dict) -> list[str]:
+    return ["| judging one generation of 64 texts | s | vs 1 process |", "|---|---|---|",
+            f"| 1 process (the flow's) | {j['in_process_s']:.1f} | 1.00 |",
+            f"| 2 shards, Prefect tasks on 2 Dask workers | {j['shards_prefect_s']:.1f} | "
+            f"{j['speedup']:.2f}x |",
+            f"| 2 shards, bare Dask client.submit | {j['shards_bare_dask_s']:.1f} | "
+            f"{j['in_process_s'] / j['shards_bare_dask_s']:.2f}x |",
+            f"| Prefect's cost per judging task (the two above's difference) | {j['prefect_per_task_s']:.2f} | |",
+            f"| shipped per task: the fitted panel {j['panel_pickle_bytes'] / 1000:.1f} kB, the texts "
+            f"{j['texts_pickle_bytes_per_shard'] / 1000:.1f} kB | | |"]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=240, help="each run's budget.max_seconds (its generations)")
     p.add_argument("--tasks", type=int, default=30, help="empty tasks timed per engine")
     p.add_argument("--quick", action="store_true", help="60 s runs, 10 tasks, K up to 10 (a smoke run)")
+    p.add_argument("--part", choices=["all", "judging"], default="all",
+                   help="judging: only the judging split across workers (about 5 minutes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     seconds, n, ks = (60, 10, [2, 10]) if args.quick else (args.seconds, args.tasks, [2, 10, 100])
@@ -136,6 +211,12 @@ def main(argv=None) -> dict:
     from app.prefect_api import ensure_prefect_api
 
     ensure_prefect_api()
+    if args.part == "judging":
+        machine = machine_at_start()
+        judging = judging_split()
+        payload = {"machine": machine, "judging": judging, "table": "\n".join(judging_table(judging))}
+        save_table(args.out, "islands-judging", payload)
+        return payload
     runs = [run_at_budget(folder, seconds, islands=1), run_at_budget(folder, seconds, islands=2, workers=2)]
     overhead = task_overhead(n)
     merges = merge_costs(ks)
@@ -152,8 +233,11 @@ def main(argv=None) -> dict:
               "", "| islands | union archive ms | MLflow metrics per generation | MLflow log_batch ms |", "|---|---|---|---|"]
     lines += [f"| {m['islands']} | {1000 * m['union_s']:.0f} | {m['mlflow_metrics']} | {1000 * m['mlflow_log_s']:.0f} |"
               for m in merges]
+    judging = judging_split()
+    lines += [""] + judging_table(judging)
     payload = {"machine": machine_info(), "settings": {**RUN, "max_seconds": seconds, "tasks": n},
-               "runs": runs, "task_overhead": overhead, "merge_costs": merges, "table": "\n".join(lines)}
+               "runs": runs, "task_overhead": overhead, "merge_costs": merges, "judging": judging,
+               "table": "\n".join(lines)}
     save_table(args.out, "islands", payload)
     return payload
 

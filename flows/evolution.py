@@ -5,6 +5,9 @@ dataset prep -> (generation: generate -> judge -> update archive) x N -> [finetu
 An island run (islands > 1): dataset prep -> (island generation: evolve every island at once on a Dask cluster
 -> gather [migrate, union] -> record) x N -> [finetune -> evaluate]
 
+One population with judge_shards > 1: as the first, with judge -> (judge-shard per shard, at once on a Dask
+cluster -> concatenated in order)
+
 Annotations here stay real (no postponed-annotations import): Prefect builds the UI's parameter form from them.
 """
 
@@ -12,16 +15,19 @@ import functools
 import time
 from contextlib import contextmanager
 
+import pandas as pd
+
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evoforge.core.budget import exhausted as budget_exhausted
-from evoforge.core.config import IngestConfig, RunConfig
+from evoforge.core.config import IngestConfig, RunConfig, judge_models
 from evoforge.judges.panel import Panel
 from evoforge.steps.agents import agent_metrics, credit_manager, steered
-from evoforge.steps.evolution import RunState, join_expert, open_tracking
+from evoforge.steps.evolution import (RunState, contiguous_shards, join_expert, judge_step, judged_texts,
+                                      open_tracking, with_scores)
 from evoforge.steps.islands import first_cid, island_generation_metrics
 from evoforge.steps.run_metrics import generation_metrics
 from evoforge.steps.run_report import summary_markdown, top_elites
@@ -40,6 +46,7 @@ from tasks.evolution import (
     gather_islands,
     generate_candidates,
     judge_candidates,
+    judge_shard,
     prep_dataset,
     record_generation,
     record_islands,
@@ -60,6 +67,14 @@ def calling_models(task, config: RunConfig):
 # The state is a live in-process object (archive, experts, models): it is passed by reference, not validated.
 @flow(name="generation", flow_run_name="generation-{number}", validate_parameters=False)
 def generation(state: RunState, number: int, panel: Panel, backends: dict, tracker, heldout: Panel | None = None) -> dict:
+    return generation_steps(state, number, panel, backends, tracker, heldout)
+
+
+def generation_steps(state: RunState, number: int, panel: Panel, backends: dict, tracker, heldout: Panel | None = None,
+                     judge=None) -> dict:
+    """One population's generation: generate, judge, archive, record. `judge(panel, candidates, backends)` judges
+    the candidates; default: the `judge-candidates` task in this process."""
+    judge = judge or calling_models(judge_candidates, state.config)
     started = time.perf_counter()
     embedder = load_embedder(device=state.config.device)
     value = fit_value_model(state, number, embedder) if state.config.screen else None  # screening: off by default
@@ -69,7 +84,7 @@ def generation(state: RunState, number: int, panel: Panel, backends: dict, track
     if value is not None:
         candidates, held_back = screen_candidates(state, candidates, value, number, embedder)
     generated = time.perf_counter()
-    judged = calling_models(judge_candidates, state.config)(panel, candidates, backends)
+    judged = judge(panel, candidates, backends)
     judged_at = time.perf_counter()
     before = state.archive.quality_grid() if steering is not None else None  # the manager credits improvement
     outcome = update_archive(state, judged, number)
@@ -123,15 +138,37 @@ def island_generation(state: RunState, number: int, panel: Panel, backends: dict
     return metrics
 
 
+def judge_in_shards(panel: Panel, candidates, backends: dict, runner, config: RunConfig):
+    """Judge a generation's valid candidates in `config.judge_shards` contiguous shards, each a `judge-shard` task
+    on the Dask task runner, and join their score frames in order: what `judge_step` gives in one process (up to
+    float rounding: each shard is its own batch). Only the texts and the fitted panel travel with a task."""
+    texts = judged_texts(candidates)
+    if not texts:  # nothing to score: no task to send
+        return judge_step(panel, candidates, backends)
+    task = calling_models(judge_shard, config)
+    futures = [runner.submit(task, dict(panel=panel, texts=shard, precision=config.precision, device=config.device))
+               for shard in contiguous_shards(texts, config.judge_shards)]
+    return with_scores(panel, candidates, pd.concat([f.result() for f in futures], ignore_index=True))
+
+
 @contextmanager
 def generation_engine(state: RunState):
     """The flow that runs one generation: `generation` in this process for one population; for an island run,
-    `island_generation` with its tasks on a Dask cluster that lives for the whole run (flows.engine)."""
-    if state.config.islands == 1:
+    `island_generation` with its tasks on a Dask cluster that lives for the whole run (flows.engine); for one
+    population with judge_shards > 1, the generation's steps with its judging on such a cluster. Then the steps
+    run in the run's flow, not in a `generation` subflow: a task carries its flow's parameters to the worker, and
+    the subflow's are the run's state and models."""
+    config = state.config
+    if config.islands == 1 and config.judge_shards == 1:
         yield generation
         return
-    with dask_task_runner(state.config, state.model_names) as runner:
-        yield functools.partial(island_generation, runner=runner)
+    if config.islands > 1:
+        with dask_task_runner(config, state.model_names) as runner:
+            yield functools.partial(island_generation, runner=runner)
+        return
+    with dask_task_runner(config, sorted(judge_models(config.judges))) as runner:
+        yield functools.partial(generation_steps, judge=functools.partial(judge_in_shards, runner=runner,
+                                                                           config=config))
 
 
 def finetune_due(config: RunConfig, number: int) -> bool:

@@ -60,6 +60,13 @@ def judge_candidates(panel: Panel, candidates, backends: Backends):
     return steps.judge_step(panel, candidates, backends)
 
 
+@task(name="judge-shard", cache_policy=NO_CACHE)
+def judge_shard(panel: Panel, texts: list[str], precision: str, device: str):
+    """The fitted panel's scores of one shard of a generation's texts (a frame, one row per text), on whichever
+    worker runs it: only the texts and the panel travel; the judges' models come from the worker's own cache."""
+    return panel.judge(worker_backends(sorted(judge_models(panel.judges)), precision, device), texts)
+
+
 @task(name="update-archive", cache_policy=NO_CACHE)
 def update_archive(state: steps.RunState, judged, generation: int) -> steps.ArchiveOutcome:
     return steps.archive_step(state.archive, state.experts, judged, generation, state.config)

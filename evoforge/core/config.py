@@ -359,7 +359,13 @@ class RunConfig(_Config):
     )
     cluster: str | None = Field(
         None, pattern=r"^([a-z]+://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]+$", description="Address of a running Dask "
-        "scheduler (e.g. tcp://10.0.0.5:8786) that an island run's tasks go to; empty: a local cluster of workers",
+        "scheduler (e.g. tcp://10.0.0.5:8786) that an island run's (or judge_shards') tasks go to; empty: a local "
+        "cluster of workers",
+    )
+    judge_shards: int = Field(
+        1, ge=1, le=1024, description="Contiguous shards a one-population run's generation is cut into for judging, "
+        "each judged by a task on the Dask cluster (workers or cluster) with the workers' own judge models. 1: "
+        "judged in the flow's process",
     )
 
     @model_validator(mode="after")
@@ -369,9 +375,11 @@ class RunConfig(_Config):
 
     @model_validator(mode="after")
     def _islands(self):
-        if self.islands == 1 and self.cluster is not None:
-            raise ValueError("cluster: a Dask cluster runs island populations; set islands to 2 or more, or leave "
-                             "cluster empty")
+        if self.islands == 1 and self.judge_shards == 1 and self.cluster is not None:
+            raise ValueError("cluster: a Dask cluster runs island populations or judge shards; set islands or "
+                             "judge_shards to 2 or more, or leave cluster empty")
+        if self.judge_shards > 1:
+            self._check_judge_shards()
         if self.islands > 1 and self.finetune.join_population:
             raise ValueError("finetune.join_population: a tuned model cannot join the experts of an island run yet; "
                              "set islands to 1, or turn join_population off")
@@ -385,6 +393,23 @@ class RunConfig(_Config):
             raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
                              "or screen to 0")
         return self
+
+    def _check_judge_shards(self) -> None:
+        if self.islands > 1:
+            # Each island's generation is already one task on a worker, judged there; splitting it again would
+            # submit tasks from inside a task.
+            raise ValueError("judge_shards: an island run judges each island's candidates inside that island's task "
+                             "(the islands already run in parallel); set judge_shards to 1, or islands to 1")
+        if self.cluster is None and self.workers == 1:
+            # One local worker judges the shards one after another: the same work as the flow's process, plus a
+            # task round trip per shard.
+            raise ValueError(f"judge_shards: {self.judge_shards} shards on a local cluster of 1 worker are judged one "
+                             "after another, slower than judge_shards 1; set workers to 2 or more, give cluster, or "
+                             "set judge_shards to 1")
+        if self.judge_shards > self.batch_size:
+            raise ValueError(f"judge_shards: {self.judge_shards} shards of a generation of batch_size "
+                             f"{self.batch_size} candidates would leave shards empty; set judge_shards to at most "
+                             "batch_size")
 
     def sampling_ranges(self) -> SamplingRanges:
         return self.sampling.ranges(self.max_new_tokens)

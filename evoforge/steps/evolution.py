@@ -122,8 +122,9 @@ def _check_resumable(store: RunStore, config: RunConfig) -> None:
     now = config.model_dump(mode="json")
     # They do not change what was already done (a larger budget or more generations extend the run).
     # Nor does where an island run's tasks compute (a local cluster's size, or another cluster's address).
+    # Nor does judge_shards, where a generation is judged (batches differ, so scores may differ in float rounding).
     may_change = {"generations", "run_name", "finetune", "evaluate", "budget", "task_retries", "task_timeout_s",
-                  "workers", "cluster"}
+                  "workers", "cluster", "judge_shards"}
     # A setting added since the run started counts as unchanged when the new value is its default.
     differing = sorted(k for k in now if k not in may_change and before.get(k, _default(k)) != now[k])
     if differing:
@@ -288,9 +289,19 @@ def judge_step(panel: Panel, candidates: pd.DataFrame, backends: dict[str, Backe
     """Every judge scores every valid candidate; the panel combines them into quality and measures. A candidate
     that every judge failed to score on some question, or that the guards flag as addressing its judge, is no
     longer valid (it is recorded but not placed)."""
+    return with_scores(panel, candidates, panel.judge(backends, judged_texts(candidates)))
+
+
+def judged_texts(candidates: pd.DataFrame) -> list[str]:
+    """The texts the judges score: the valid candidates', in order."""
+    return candidates.loc[candidates["valid"], "text"].tolist()
+
+
+def with_scores(panel: Panel, candidates: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The candidates joined with the panel's scores of `judged_texts(candidates)` (one row per text, in order;
+    scored at once or in shards), and no longer valid where a question went unscored or the guards flagged them."""
     valid = candidates.index[candidates["valid"]]
-    scores = panel.judge(backends, candidates.loc[valid, "text"].tolist())
-    scores.index = valid
+    scores = scores.set_axis(valid)
     judged = candidates.join(scores)
     judged["valid"] = judged["valid"] & judged[list(panel.columns.values())].notna().all(axis=1)
     if "flagged" in judged:
@@ -299,6 +310,14 @@ def judge_step(panel: Panel, candidates: pd.DataFrame, backends: dict[str, Backe
         judged["guard_left_out"] = judged["guard_left_out"].fillna("")
         judged["valid"] &= ~judged["flagged"]
     return judged
+
+
+def contiguous_shards(texts: list[str], shards: int) -> list[list[str]]:
+    """`texts` cut into at most `shards` contiguous runs of near-equal length (the first ones one longer), none
+    empty, so concatenating them in order gives `texts` back."""
+    size, extra = divmod(len(texts), shards)
+    bounds = np.cumsum([0] + [size + (k < extra) for k in range(shards)])
+    return [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 @dataclass(frozen=True)
