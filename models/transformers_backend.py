@@ -244,10 +244,33 @@ class TransformersBackend:
             cache.batch_repeat_interleave(len(suffixes))
             positions = torch.arange(shared, shared + width, device=self.device)[None].expand(len(suffixes), -1)
             kwargs = {"past_key_values": cache, "position_ids": positions}
-        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                            logits_to_keep=keep.to(self.device), **kwargs).logits
-        # The kept positions come back flattened in row-major order: row 0's ascending, then row 1's, ...
-        return logits.reshape(-1, logits.shape[-1]).float().log_softmax(dim=-1).split([len(r) for r in reads])
+        inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device), **kwargs}
+        keep = keep.to(self.device)
+        if self._plain_output_layer():
+            hidden = self.model.base_model(**inputs).last_hidden_state
+            logits = self._read_logits(hidden[keep])  # row-major: row 0's read positions ascending, then row 1's, ...
+        else:
+            logits = self.model(**inputs, logits_to_keep=keep).logits.reshape(-1, self.model.config.vocab_size)
+        return logits.float().log_softmax(dim=-1).split([len(r) for r in reads])
+
+    def _plain_output_layer(self) -> bool:
+        """The model's logits are its output layer applied to the last hidden state, nothing more (Llama, SmolLM2;
+        not models that scale or soft-cap their logits)."""
+        config = self.model.config
+        return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
+
+    def _read_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer at the read positions, in float32. In bfloat16 the logits keep 8 significant bits: a
+        judge's log-odds (a difference of two logits near 15) then move in steps of 0.06-0.13, so its scores take a
+        few dozen values, and a calibration that stretches them (anchors) leaves a handful of levels on the grid.
+        A float32 copy of the output layer costs 113 MB for SmolLM2 and a few milliseconds per batch."""
+        head = self.model.get_output_embeddings()
+        if head.weight.dtype == torch.float32:
+            return head(hidden)
+        key = (head.weight.data_ptr(), head.weight._version)  # a changed weight (training) makes a new copy
+        if getattr(self, "_head32", None) is None or self._head32[0] != key:
+            self._head32 = (key, head.weight.float(), None if head.bias is None else head.bias.float())
+        return torch.nn.functional.linear(hidden.float(), self._head32[1], self._head32[2])
 
 
 MIN_SHARED_PREFIX = 8  # below this, computing a prefix apart saves less than it costs

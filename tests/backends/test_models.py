@@ -85,6 +85,17 @@ def test_bfloat16_paths_agree_within_what_every_bf16_cpu_rounds_to(backend):
     assert np.allclose(first_label_probability(fast), first_label_probability(full), atol=0.1)
 
 
+def test_judge_log_odds_are_not_rounded_to_a_few_levels(backend, opinions):
+    """The read positions go through the output layer in float32 even when the model runs in bfloat16: bfloat16
+    logits moved a judge's log-odds in steps of 1/16, which left 13 distinct values over 200 texts (jaws), and a
+    calibration that stretches them left a handful of reachable cells."""
+    texts = opinions.load_references()["text"].tolist()[:40]
+    prompts = [backend.chat_prompt(f"Is the following text positive? Answer yes or no.\n\n{t}") for t in texts]
+    logprobs = backend.option_logprobs(prompts, ["yes", "no"])
+    log_odds = logprobs[:, 0] - logprobs[:, 1]
+    assert len(np.unique(np.round(log_odds, 4))) >= 36
+
+
 def test_precision_auto_follows_the_cpu_flags():
     """auto picks bfloat16 only where the CPU has BF16 units; an AVX2-only CPU gets the float32 path."""
     from models.devices import resolve_precision
