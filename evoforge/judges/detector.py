@@ -61,12 +61,11 @@ class AddressDetector:
     strip_threshold: float  # ... above this, that sentence is left out of what the judges read
     embedder: str = "minilm"
 
-    def sentence_probabilities(self, embedder, texts: list[str], labels: list[str]) -> list[np.ndarray]:
-        """Per text, P(written to the judge) of each of its sentences."""
-        split = [sentences(t) for t in texts]
+    def sentence_probabilities(self, embedder, split: list[list[str]], labels: list[str]) -> list[np.ndarray]:
+        """Per text (given as its `sentences`), P(written to the judge) of each of its sentences."""
         flat = [s for parts in split for s in parts]
         if not flat:
-            return [np.zeros(0) for _ in texts]
+            return [np.zeros(0) for _ in split]
         logits = features(embedder, flat, [labels] * len(flat)) @ self.weights + self.bias
         p = 1.0 / (1.0 + np.exp(-logits))
         ends = np.cumsum([len(parts) for parts in split])
@@ -78,8 +77,9 @@ class AddressDetector:
             from models.embedder import load_embedder
 
             embedder = load_embedder(self.embedder)
+        split = [sentences(t) for t in texts]
         return [(parts[int(np.argmax(p))], float(p.max())) if p.size else ("", 0.0)
-                for parts, p in zip(map(sentences, texts), self.sentence_probabilities(embedder, texts, labels))]
+                for parts, p in zip(split, self.sentence_probabilities(embedder, split, labels))]
 
     def scores(self, texts: list[str], labels: list[str], embedder=None) -> np.ndarray:
         """Per text, its most judge-addressing sentence's probability."""
