@@ -103,6 +103,10 @@ class Domain(_Strict):
     def grid_shape(self) -> tuple[int, ...]:
         return tuple(a.num_bins for a in self.axes)
 
+    @property
+    def answer_labels(self) -> list[str]:
+        return answer_labels([self.quality, *self.axes])
+
     def load_pool(self) -> list[str]:
         """The seed pool's items, one per non-blank line."""
         if not self.seed_pool.is_file():
@@ -153,6 +157,11 @@ class Domain(_Strict):
         self.load_pool()
         self.load_references()
         return self
+
+
+def answer_labels(questions) -> list[str]:
+    """Every label the questions answer with (what a text that talks to its judge tends to name)."""
+    return sorted({label for q in questions for label in q.labels})
 
 
 def field_path(loc: tuple, flags: bool = False) -> str:

@@ -105,8 +105,7 @@ def shipped_detector() -> AddressDetector:
 def domain_labels(domain_name: str) -> list[str]:
     from evoforge.core.domain import load_domain
 
-    domain = load_domain(domain_name)
-    return sorted({label for q in (domain.quality, *domain.axes) for label in q.labels})
+    return load_domain(domain_name).answer_labels
 
 
 def fit_detector(examples: pd.DataFrame, embedder, embedder_name: str = "minilm", C: float = 1.0) -> AddressDetector:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from evoforge.judges.calibration import CONTENT_FREE_TEXTS, Calibrator, fit_calibrator
 from evoforge.core.config import JudgeConfig
-from evoforge.core.domain import Domain, Question
+from evoforge.core.domain import Domain, Question, answer_labels
 from evoforge.judges.ensembles import COMBINE_METHODS, NEEDS_REFERENCES, Ensemble, fit_ensemble, panel_agreement
 from evoforge.judges.measures import accuracy, auc, out_of_fold
 from models.backend import SamplingSettings
@@ -143,8 +143,7 @@ class Panel:
 
     @property
     def answer_labels(self) -> list[str]:
-        """Every label the panel's questions answer with (what a text that talks to its judge tends to name)."""
-        return sorted({label for q in self.questions.values() for label in q.labels})
+        return answer_labels(self.questions.values())
 
     def judge(self, backends: dict, texts: list[str], questions: dict | None = None) -> pd.DataFrame:
         """Calibrated scores per judge (`judge_<j>_<q>`; the raw ones as `raw_<j>_<q>` where calibrated), the
