@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--max-length", type=int, default=256)
     ft.add_argument("--learning-rate", type=float, default=3e-4)
     ft.add_argument("--out", default="runs/finetune", help="folder for checkpoints (default: runs/finetune)")
+    ft.add_argument("--replay", choices=["uniform", "prioritized"], default="uniform",
+                    help="with --run: draw the elites uniformly, or by priority (see --replay-priority)")
+    ft.add_argument("--replay-priority", choices=["quality", "advantage"], default="quality",
+                    help="prioritized replay's priority: an elite's quality, or its quality over its cell's mean")
 
     ev = commands.add_parser("evaluate", help="evaluate a model against the champion on a domain")
     ev.add_argument("--domain", default="opinions")
@@ -302,8 +306,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def finetune_request(args: argparse.Namespace) -> dict:
     settings = FinetuneConfig(
         method=args.method, epochs=args.epochs, train_batch_size=args.train_batch_size, max_length=args.max_length,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, replay=args.replay, replay_priority=args.replay_priority,
     )
+    if args.replay != "uniform" and args.run_dir is None:
+        raise ValueError("--replay prioritized needs --run (a run's elites and judged candidates), not --data")
     return dict(data=args.data, run_dir=args.run_dir, base_model=args.base_model, text_column=args.text_column,
                 register_as=args.register_as, settings=settings, out=args.out)
 

@@ -3,18 +3,15 @@
 Annotations here stay real (no postponed-annotations import): Prefect reads them for parameter forms.
 """
 
-import json
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from evoforge.training import finetuning
-from evoforge.core.archive import QDArchive
 from evoforge.core.config import EvaluateConfig, FinetuneConfig, RunConfig, flat_params
 from evoforge.core.domain import load_domain
-from evoforge.training.finetune_data import elite_examples, ever_elites
+from evoforge.training.finetune_data import ever_elites
 from evoforge.steps.evolution import RunState
 from evoforge.core.tracking import Tracker
 from models.resolve import short_name
@@ -97,9 +94,7 @@ def finetune_model(
     if (data is None) == (run_dir is None):
         raise ValueError("pass exactly one of data (a local data set) or run_dir (a run folder with archive.parquet)")
     if run_dir is not None:
-        domain = load_domain(json.loads((Path(run_dir) / "config.json").read_text())["domain"])
-        archive = QDArchive(domain.axis_names, [a.bins for a in domain.axes])  # for its binning
-        frame = elite_examples(ever_elites(pd.read_parquet(Path(run_dir) / "candidates.parquet"), archive), domain)
+        domain, frame = finetuning.run_training_frame(Path(run_dir), settings)
         register_as = register_as or finetuning.registered_name(domain)
         name = f"finetune-{Path(run_dir).name}"
     else:

@@ -5,15 +5,17 @@ evaluate: candidate vs champion (and baselines) fill fresh archives -> table, pl
 """
 
 import copy
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from evoforge.core import plots
+from evoforge.core.archive import QDArchive
 from evoforge.core.config import FinetuneConfig, RunConfig, judge_models
 from evoforge.core.domain import Domain, load_domain
 from evoforge.training.evaluate import comparison_table, fill_archive, promote, qd_histories
-from evoforge.training.finetune_data import elite_examples, write_examples
+from evoforge.training.finetune_data import elite_examples, ever_elites, write_examples
 from evoforge.training.replay import DRAW_COLUMN, draw_indices, replay_examples
 from evoforge.steps.evolution import make_panel
 from evoforge.core.tracking import Tracker
@@ -90,6 +92,16 @@ def archive_training_data(elites: pd.DataFrame, domain: Domain, folder: Path, tr
         if tracker is not None:
             tracker.log_artifact(path, "finetune/data")
     return examples
+
+
+def run_training_frame(run_dir: Path, settings) -> tuple[Domain, pd.DataFrame]:
+    """A finished run's fine-tune examples (one per candidate that ever entered its archive, with prioritized
+    replay's columns when `settings.replay` asks for them), and its domain."""
+    domain = load_domain(json.loads((run_dir / "config.json").read_text())["domain"])
+    archive = QDArchive(domain.axis_names, [a.bins for a in domain.axes])  # for its binning
+    candidates = pd.read_parquet(run_dir / "candidates.parquet")
+    elites = ever_elites(candidates, archive)
+    return domain, replay_examples(elite_examples(elites, domain), elites, candidates, archive, settings)
 
 
 def replay_ready(tokenizer, frame: pd.DataFrame, text_column: str, max_length: int) -> tuple[list, object]:

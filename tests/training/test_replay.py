@@ -90,3 +90,27 @@ def test_replay_draws_stay_matched_to_their_examples(run_data, backend):
     emptied.loc[0, "prompt"] = "word " * 400  # the prompt alone fills max_length: no completion token is left
     examples, draw = replay_ready(backend.tokenizer, emptied, "text", 256)
     assert len(examples) == len(frame) - 1 and np.allclose(draw, frame["replay_draw"].to_numpy()[1:])
+
+
+def test_a_finished_runs_training_frame_carries_the_replay_it_asks_for(run_data, tmp_path):
+    """`evoforge finetune --run R --replay prioritized` trains on what the run's own fine-tune would have drawn."""
+    import shutil
+
+    import pandas as pd
+
+    from app.cli import build_parser, finetune_request
+    from evoforge.training.finetuning import run_training_frame
+
+    domain, candidates, archive, elites = run_data
+    shutil.copy(RUN.root / "config.json", tmp_path / "config.json")
+    candidates.to_parquet(tmp_path / "candidates.parquet")  # a finished run has its parts merged into this file
+    settings = finetune_request(build_parser().parse_args(
+        ["finetune", "--run", str(tmp_path), "--replay", "prioritized", "--replay-priority", "advantage"]))["settings"]
+    got_domain, frame = run_training_frame(tmp_path, settings)
+    expected = replay_examples(elite_examples(elites, domain), elites, candidates, archive, settings)
+    assert got_domain.name == domain.name
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected.reset_index(drop=True))
+    _, uniform = run_training_frame(tmp_path, FinetuneConfig())
+    assert "replay_draw" not in uniform.columns and len(uniform) == len(frame)
+    with pytest.raises(ValueError, match="--replay prioritized needs --run"):
+        finetune_request(build_parser().parse_args(["finetune", "--data", "x.jsonl", "--replay", "prioritized"]))
