@@ -2,7 +2,8 @@
 
     evoforge run --domain opinions --generations 8 [--finetune]
     evoforge train-world --runs RUN_DIR [RUN_DIR ...]   |   train-agent [run flags]   |   test-agent --agent RUN_DIR
-    evoforge finetune --data PATH | --run RUN_DIR
+    evoforge finetune --data PATH | --run RUN_DIR [--replay prioritized]
+    evoforge rl --domain opinions [--steps 24]
     evoforge evaluate --domain opinions --model URI
     evoforge merge --models URI URI ... [--method ties --weights 0.6 0.4]
     evoforge ask "INSTRUCTION" --context TEXT [--reward R | --reward-file F]
@@ -21,7 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from evoforge.core.budget import BudgetConfig
-from evoforge.core.config import (AgentTestConfig, EvaluateConfig, FinetuneConfig, IngestConfig, MergeConfig, RunConfig,
+from evoforge.core.config import (AgentTestConfig, EvaluateConfig, FinetuneConfig, IngestConfig, MergeConfig, RLConfig, RunConfig,
                                    TournamentConfig, WorldConfig)
 
 # CLI flag -> RunConfig field, for the flags that map one to one.
@@ -125,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="runs/evaluate")
     ev.add_argument("--config", help="JSON file with RunConfig fields for the judges and the arms' runs (judges, "
                     "combine, precision, device, ...), e.g. server judges; domain, seed and evaluate come from flags")
+
+    rl = commands.add_parser("rl", help="RL from judge reward: tune the generator (LoRA) to write high-quality texts "
+                             "in the niches it is asked for; register it (evaluate decides promotion)")
+    rl.add_argument("--domain", default="opinions")
+    rl.add_argument("--base-model", default="smollm2", help="model to tune (default: smollm2)")
+    rfields = RLConfig.model_fields
+    for name in ("steps", "prompts_per_step", "group", "max_new_tokens", "learning_rate", "kl", "miss_weight", "seed"):
+        rl.add_argument(f"--{name.replace('_', '-')}", dest=f"rl_{name}", type=type(rfields[name].default),
+                        help=f"{rfields[name].description} (default: {rfields[name].default})")
+    rl.add_argument("--register-as", help="registered model name (default: evoforge-<domain>)")
+    rl.add_argument("--out", default="runs/rl", help="folder for the adapter (default: runs/rl)")
+    rl.add_argument("--config", help="JSON file with RunConfig fields for the judges (judges, combine, precision, "
+                    "device)")
 
     mg = commands.add_parser("merge", help="merge tuned LoRA adapters into one model, evaluate it against each parent "
                              "and the champion, promote it only through the gate")
@@ -329,6 +343,17 @@ def evaluate_request(args: argparse.Namespace) -> dict:
                 out=args.out, run_settings=run_settings, **experiment)
 
 
+def rl_request(args: argparse.Namespace) -> dict:
+    settings = RLConfig(**{f: getattr(args, f"rl_{f}") for f in RLConfig.model_fields
+                           if getattr(args, f"rl_{f}", None) is not None})
+    run_settings = read_config_file(args.config, RunConfig)
+    if "domain" in run_settings:
+        raise ValueError(f"--config {args.config}: `domain` is set by --domain for rl, not in the file")
+    RunConfig(domain=args.domain, **run_settings)  # one clear error, before any work
+    return dict(domain=args.domain, base_model=args.base_model, settings=settings, register_as=args.register_as,
+                out=args.out, run_settings=run_settings)
+
+
 def merge_request(args: argparse.Namespace) -> dict:
     settings = MergeConfig(method=args.method, weights=args.weights, density=args.density, seed=args.merge_seed)
     evaluation = EvaluateConfig(generations=args.generations, batch_size=args.batch_size, search=args.search,
@@ -365,7 +390,8 @@ def kb_command(args: argparse.Namespace) -> int:
 
 
 # The commands that run a Prefect flow, so need a Prefect API (`ui` starts its own server; `judges` runs no flow).
-FLOW_COMMANDS = ("run", "train-agent", "train-world", "test-agent", "finetune", "evaluate", "merge", "ask", "kb")
+FLOW_COMMANDS = ("run", "train-agent", "train-world", "test-agent", "finetune", "rl", "evaluate", "merge", "ask",
+                 "kb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                 dataset_files(request["data"])
         elif args.command == "evaluate":
             request = evaluate_request(args)
+            load_domain(request["domain"]).check_files()
+        elif args.command == "rl":
+            request = rl_request(args)
             load_domain(request["domain"]).check_files()
         elif args.command == "merge":
             from evoforge.training.merging import parent_adapters
@@ -479,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.finetune import evaluate_model
 
             summary = evaluate_model(**request)
+        elif args.command == "rl":
+            from flows.finetune import rl_finetune
+
+            summary = rl_finetune(**request)
         elif args.command == "merge":
             from flows.merge import merge_models
 

@@ -20,7 +20,7 @@ from prefect.schedules import Cron
 
 from flows.agents import EXAMPLE_TEST, compare_agent, train_agent_run, train_world_model
 from flows.evolution import evolution_run
-from flows.finetune import evaluate_model, finetune_model
+from flows.finetune import evaluate_model, finetune_model, rl_finetune
 from flows.ingest import EXAMPLE as INGEST_EXAMPLE, ingest
 from flows.merge import merge_models
 from flows.tournament import EXAMPLE, moe_tournament
@@ -43,6 +43,11 @@ def deployments(cron: str = NIGHTLY_CRON, timezone: str = TIMEZONE, parameters: 
             tags=["evoforge"], description="Answer one task with the best of many experts.",
         ),
         finetune_model.to_deployment(name="finetune", concurrency_limit=1, tags=["evoforge"]),
+        rl_finetune.to_deployment(
+            name="rl", concurrency_limit=1, tags=["evoforge"],
+            description="RL from judge reward: tune the generator (LoRA) for quality in the niches it is asked for; "
+            "register it (evaluate decides promotion).",
+        ),
         evaluate_model.to_deployment(name="evaluate", concurrency_limit=1, tags=["evoforge"]),
         merge_models.to_deployment(
             name="merge", concurrency_limit=1, tags=["evoforge"],

@@ -9,9 +9,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from evoforge.training import finetuning
-from evoforge.core.config import EvaluateConfig, FinetuneConfig, RunConfig, flat_params
+from evoforge.core.config import EvaluateConfig, FinetuneConfig, RLConfig, RunConfig, flat_params
 from evoforge.core.domain import load_domain
 from evoforge.training.finetune_data import ever_elites
+from evoforge.training.rl import train_rl
 from evoforge.steps.evolution import RunState
 from evoforge.core.tracking import Tracker
 from models.resolve import short_name
@@ -110,6 +111,44 @@ def finetune_model(
     tracker.finish("FINISHED")
     outcome.pop("held_out", None)
     return {**outcome, "mlflow_run_id": tracker.run_id}
+
+
+@flow(name="rl_finetune", log_prints=True)
+def rl_finetune(
+    domain: str = "opinions",
+    base_model: str = "smollm2",
+    settings: RLConfig = RLConfig(),
+    register_as: str | None = None,
+    out: str = "runs/rl",
+    experiment: str = "evoforge",
+    run_settings: dict | None = None,
+) -> dict:
+    """RL from judge reward: tune `base_model` (LoRA) to write, for a random niche, a text the judges score high and
+    place in that niche; log each step's reward and KL; register the adapter. `evoforge evaluate` then compares it
+    with the champion, and only that gate promotes it.
+
+    Args:
+        domain: A shipped domain (opinions, stories, jaws) or a path to a domain YAML
+        base_model: The model to tune: an embedded name (smollm2), a .gguf path or a local folder
+        settings: Steps, prompts and samples per step, reward and KL weights, LoRA settings
+        register_as: Registered model name in MLflow (default: evoforge-<domain>)
+        out: Folder for the adapter
+        experiment: MLflow experiment name
+        run_settings: Further RunConfig fields for the judges (judges, combine, precision, device)
+    """
+    judging = RunConfig(domain=domain, experiment=experiment, **(run_settings or {}))
+    loaded = load_domain(domain)
+    register_as = register_as or finetuning.registered_name(loaded)
+    tracker = Tracker(experiment, f"rl-{loaded.name}", tags={"stage": "rl"})
+    tracker.log_params({"domain": domain, "base_model": base_model, "register_as": register_as,
+                        **flat_params(settings, prefix="rl.")})
+    with tracker.failing_on_error():
+        outcome = train_rl(loaded, base_model, settings, judging, Path(out) / tracker.run_id, tracker, register_as,
+                           judging.device)
+    tracker.finish("FINISHED")
+    first, last = outcome["history"][0]["reward"], outcome["history"][-1]["reward"]
+    print(f"rl: mean reward {first:.3f} (first step) -> {last:.3f} (last); adapter {outcome['checkpoint']}")
+    return {k: outcome[k] for k in ("checkpoint", "model_uri", "version")} | {"mlflow_run_id": tracker.run_id}
 
 
 @flow(name="evaluate_model", log_prints=True)

@@ -184,6 +184,31 @@ class MergeConfig(_Config):
     seed: int = Field(0, ge=0, description="Seed of DARE's random drops")
 
 
+class RLConfig(_Config):
+    """RL from judge reward (models/policy_gradient.py): a LoRA adapter trained by group-relative policy gradient
+    to write, for a random niche of the domain's grid, a text the run's judges score high and place in that niche."""
+
+    steps: int = Field(24, ge=1, le=10_000, description="Policy updates (one sampled batch each)")
+    prompts_per_step: int = Field(4, ge=1, le=256, description="Niche prompts per update")
+    group: int = Field(4, ge=2, le=64, description="Completions sampled per prompt (the group is the baseline)")
+    max_new_tokens: int = Field(48, ge=4, le=512, description="New tokens a completion may take at most")
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature while training")
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="AdamW learning rate (constant)")
+    kl: float = Field(0.05, ge=0, le=10, description="Weight of the KL to the base model (0: none)")
+    miss_weight: float = Field(1.0, ge=0, le=10, description="Reward = quality - miss_weight x the measures' mean "
+                               "distance from the asked niche's centre (0: quality only)")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm")
+    lora_r: int = Field(8, ge=1, le=256, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: the sampling and the update see one "
+                                "policy)")
+    seed: int = Field(0, ge=0, description="Seed of the niches drawn, the sampling and initialisation")
+
+    @property
+    def method(self) -> str:
+        return "lora"  # the reference model is the base with the adapter off
+
+
 Strategy = Literal["sample", "beam", "tot", "mcts"]  # how a candidate is written (RunConfig.strategy)
 
 

@@ -5,7 +5,7 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.agents import compare_agent, train_agent_run, train_world_model
 from flows.evolution import evolution_run
-from flows.finetune import evaluate_model, finetune_model
+from flows.finetune import evaluate_model, finetune_model, rl_finetune
 from flows.merge import merge_models
 from flows.ingest import ingest
 from flows.tournament import moe_tournament
@@ -22,7 +22,7 @@ def undescribed(schema: dict) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, evaluate_model, merge_models,
+@pytest.mark.parametrize("flow", [evolution_run, moe_tournament, finetune_model, rl_finetune, evaluate_model, merge_models,
                                   ingest, train_world_model, train_agent_run, compare_agent], ids=lambda f: f.name)
 def test_every_run_form_field_has_a_description(flow):
     schema = parameter_schema(flow).model_dump_for_openapi()
