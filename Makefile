@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,15 @@ bench-islands: install
 # others and the champion (about 20 minutes on 2 shared cores, 10 more per extra seed: MERGE_BENCH_ARGS="--seeds 0 1 2")
 bench-merge: install
 	$(PY) benchmarks/merge_bench.py $(MERGE_BENCH_ARGS)
+
+# Prioritized against uniform replay: two LoRA adapters tuned on one finished run's elites, each evaluated on the
+# same seeds (REPLAY_BENCH_ARGS="--run runs/<run>" is required)
+bench-replay: install
+	$(PY) benchmarks/replay_bench.py $(REPLAY_BENCH_ARGS)
+
+# RL from judge reward: a LoRA adapter trained by group-relative policy gradient, evaluated against the base model
+bench-rl: install
+	$(PY) benchmarks/rl_bench.py $(RL_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install
