@@ -29,6 +29,19 @@ def test_kl_term_is_zero_at_the_reference_and_positive_away_from_it():
     assert kl > 0 and float(loss) == pytest.approx(kl)
 
 
+def test_a_batch_in_slices_has_the_whole_batchs_loss_and_kl():
+    g = torch.Generator().manual_seed(0)
+    lp, ref = -torch.rand(6, 5, generator=g), -torch.rand(6, 5, generator=g)
+    mask = torch.rand(6, 5, generator=g) > 0.3
+    adv = torch.randn(6, generator=g)
+    whole, kl = policy_loss(lp, ref, mask, adv, kl=0.5)
+    tokens = float(mask.sum())
+    parts = [policy_loss(lp[p], ref[p], mask[p], adv[p], kl=0.5, rows=6, tokens=tokens)
+             for p in (slice(0, 4), slice(4, 6))]
+    assert float(sum(loss for loss, _ in parts)) == pytest.approx(float(whole), abs=1e-6)
+    assert sum(k for _, k in parts) == pytest.approx(kl, abs=1e-6)
+
+
 def test_one_update_raises_the_favoured_completion_and_lowers_the_other(exact_backend):
     """The loss's gradient moves the real model the way the advantages say (a sign error would fail this)."""
     from models.finetune import prepare_model
