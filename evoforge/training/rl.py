@@ -52,6 +52,8 @@ def train_rl(domain: Domain, base_model: str, settings: RLConfig, judging: RunCo
         return niche_reward(panel.judge(backends, texts), domain, targets, settings.miss_weight)
 
     def on_step(record):
+        print(f"rl step {record['step'] + 1}/{settings.steps}: mean reward {record['reward']:.3f}, "
+              f"kl {record['kl']:.4f}", flush=True)  # progress (the flow logs prints)
         if tracker is not None:
             tracker.log_metrics({f"rl/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
 
