@@ -52,6 +52,7 @@ def plan_candidates(
     rng: np.random.Generator,
     search: str = "auto",
     controller=None,
+    cell: tuple[int, ...] | None = None,
 ) -> list[Plan]:
     """`batch_size` candidates split as evenly as possible over the picked experts.
 
@@ -66,6 +67,7 @@ def plan_candidates(
     nearest to it (`refine_plan`; their texts are the plan's genotype, its parents); 'pct' aims at a cell the same
     way and lets `controller` (evoforge.search.control, built from the run's record) choose the examples, the
     niche named and the temperature from the errors of earlier attempts at that cell. 'auto': see `resolve_search`.
+    `cell`: 'target' and 'pct' aim every candidate at this cell instead of drawing targets (benchmarks/pct_bench.py).
     """
     search = resolve_search(search, domain)
     plans = []
@@ -78,13 +80,13 @@ def plan_candidates(
                 continue
             if search in ("target", "target_zero_shot"):
                 shots = len(expert.genotype) if search == "target" else 0
-                target, examples = target_genotype(domain, pool, elites, shots, rng)
+                target, examples = target_genotype(domain, pool, elites, shots, rng, cell)
                 wish = niche_wish(domain, list(target))
                 prompt = labelled_prompt(expert.system_prompt, g.template, examples, wish, g.separator)
                 plans.append(Plan(expert, search, [text for text, _ in examples], prompt))
                 continue
             if search == "pct":
-                target = pick_target(elites, domain.axis_names, domain.grid_shape, rng)
+                target = cell or pick_target(elites, domain.axis_names, domain.grid_shape, rng)
                 controller = controller or Controller.from_record(domain, None)
                 attempt = controller.attempt(target, expert.system_prompt, expert.sampling.temperature,
                                              len(expert.genotype), pool, rng)
