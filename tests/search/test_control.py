@@ -130,3 +130,14 @@ def test_metrics_count_hits_in_the_target_cell(opinions):
 def test_pct_runs_one_population_only():
     with pytest.raises(ValueError, match="single-population"):
         RunConfig(search="pct", islands=2)
+
+
+def test_a_fixed_cell_aims_every_target_and_pct_candidate_at_it(opinions):
+    from evoforge.core.niches import niche_wish
+
+    expert = Expert(0, "smollm2", SamplingSettings(temperature=0.9), "Write.", ["a", "b", "c"])
+    wish = niche_wish(opinions, [7])
+    for search in ("target", "pct"):
+        plans = plan_candidates([expert], [0], 5, opinions, ["p1", "p2", "p3"], pd.DataFrame(), 0.5,
+                                np.random.default_rng(2), search=search, cell=(7,))
+        assert all(p.prompt.rstrip().endswith(f"one whose {wish}:") for p in plans)
