@@ -118,6 +118,8 @@ def markdown(rows: pd.DataFrame, cap: int) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--domains", nargs="+", default=list(CELLS))
+    p.add_argument("--cells", nargs="+", default=None,
+                   help="cells to aim at instead of the domain's chosen ones (one domain): '4' or '5,5'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     p.add_argument("--cap", type=int, default=24, help="candidates per arm, cell and seed before it counts as a miss")
@@ -127,6 +129,8 @@ def main(argv=None) -> dict:
     p.add_argument("--name", default="pct", help="results file: <date>-<host>-<name>.json")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
+    if args.cells and len(args.domains) != 1:
+        p.error("--cells: name one domain with --domains, whose grid the cells are on")
     import torch
 
     from benchmarks.machine import machine_at_start, save_table
@@ -141,7 +145,11 @@ def main(argv=None) -> dict:
         domain = load_domain(name)
         config = RunConfig(domain=name, experts=args.batch, batch_size=args.batch, max_new_tokens=args.max_new_tokens)
         panel = make_panel(config, domain, backends)
-        for cell in CELLS[name]:
+        cells = [tuple(int(b) for b in c.split(",")) for c in args.cells] if args.cells else CELLS[name]
+        if any(len(c) != len(domain.axes) or not all(0 <= b < n for b, n in zip(c, domain.grid_shape)) for c in cells):
+            p.error(f"--cells: expected cells of {name}'s grid {domain.grid_shape}, e.g. "
+                    f"{','.join('0' * len(domain.axes))}; got {args.cells}")
+        for cell in cells:
             for seed in args.seeds:
                 for arm in args.arms:
                     row = {"domain": name, **aim_at(cell, arm, domain, config, panel, backends, args, seed)}
