@@ -64,7 +64,8 @@ def aim_at(cell: tuple[int, ...], arm: str, domain, config: RunConfig, panel, ba
     started = time.perf_counter()
     for batch in range(-(-args.cap // args.batch)):
         rng = np.random.default_rng([seed, batch])
-        controller = Controller.from_record(domain, pd.concat(record) if record else None, config.pct_quality)
+        controller = Controller.from_record(domain, pd.concat(record) if record else None, config.pct_quality,
+                                            config.pct_temperature_gain)
         plans = plan_candidates(experts, list(range(len(experts))), args.batch, domain, pool, archive.elites(),
                                 config.near_probability, rng, search=arm, controller=controller, cell=cell)
         written = write_candidates(backends, plans, domain, config.continue_tokens, seed=int(rng.integers(2**31)))
@@ -125,6 +126,8 @@ def main(argv=None) -> dict:
     p.add_argument("--cap", type=int, default=24, help="candidates per arm, cell and seed before it counts as a miss")
     p.add_argument("--batch", type=int, default=4, help="candidates per batch (one per expert)")
     p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--pct-temperature-gain", type=float, default=0.5,
+                   help="pct: the temperature rise where the grid's edge cuts the aim (0: off)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="pct", help="results file: <date>-<host>-<name>.json")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -143,7 +146,8 @@ def main(argv=None) -> dict:
     payload = {}
     for name in args.domains:
         domain = load_domain(name)
-        config = RunConfig(domain=name, experts=args.batch, batch_size=args.batch, max_new_tokens=args.max_new_tokens)
+        config = RunConfig(domain=name, experts=args.batch, batch_size=args.batch, max_new_tokens=args.max_new_tokens,
+                           pct_temperature_gain=args.pct_temperature_gain)
         panel = make_panel(config, domain, backends)
         cells = [tuple(int(b) for b in c.split(",")) for c in args.cells] if args.cells else CELLS[name]
         if any(len(c) != len(domain.axes) or not all(0 <= b < n for b, n in zip(c, domain.grid_shape)) for c in cells):

@@ -38,8 +38,8 @@ PRIOR_WEIGHT = 2.0
 # The learned slope is kept in this range: a judge that barely responds would otherwise make the gain (1 / slope)
 # explode, and a negative slope (noise, early on) would turn the feedback positive.
 MIN_SLOPE, MAX_SLOPE = 0.1, 4.0
-# How much the sampling temperature rises when the grid's edge cuts the wanted aim by one bin or more (at most
-# x 1.5): the examples cannot lean further, so the loop spreads its samples to reach the tail. Not tuned.
+# How much the sampling temperature rises when the grid's edge cuts the wanted aim by one bin or more (x 1.5): the
+# examples cannot lean further, so the loop spreads its samples to reach the tail. Not tuned; `pct_temperature_gain`.
 TEMPERATURE_GAIN = 0.5
 # Columns each attempt adds to candidates.parquet.
 COLUMNS = ("pct_target", "pct_aim", "pct_error", "pct_gain", "pct_temperature")
@@ -91,9 +91,9 @@ def act(aim: np.ndarray, err: np.ndarray, gain: np.ndarray, shape: tuple[int, ..
     return clipped, float(np.abs(wanted - clipped).max())
 
 
-def temperature(base: float, cut: float) -> float:
-    """The attempt's sampling temperature: the expert's, raised by up to TEMPERATURE_GAIN where the aim was cut."""
-    return base * (1.0 + TEMPERATURE_GAIN * min(cut, 1.0))
+def temperature(base: float, cut: float, gain: float = TEMPERATURE_GAIN) -> float:
+    """The attempt's sampling temperature: the expert's, raised by up to `gain` (a share) where the aim was cut."""
+    return base * (1.0 + gain * min(cut, 1.0))
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,16 @@ class Controller:
     gain: np.ndarray  # per axis
     targets: dict = field(default_factory=dict)  # cell -> TargetState
     bank: pd.DataFrame = field(default_factory=pd.DataFrame)  # judged texts: text, quality, position_<axis>
+    temperature_gain: float = TEMPERATURE_GAIN
 
     @classmethod
-    def from_record(cls, domain: Domain, record: pd.DataFrame | None, quality: float = 0.5) -> "Controller":
+    def from_record(cls, domain: Domain, record: pd.DataFrame | None, quality: float = 0.5,
+                    temperature_gain: float = TEMPERATURE_GAIN) -> "Controller":
         """The state after the attempts in `record` (earlier candidates: text, generation, valid, quality,
         measure_<axis>, and pct_target, pct_aim for the controlled ones)."""
         d = len(domain.axes)
         if record is None or len(record) == 0:
-            return cls(domain, quality, np.ones(d))
+            return cls(domain, quality, np.ones(d), temperature_gain=temperature_gain)
         judged = record[record["valid"].astype(bool)].copy()
         judged = judged[judged[[f"measure_{a}" for a in domain.axis_names]].notna().all(axis=1)]
         positions = perceive(domain, judged) if len(judged) else np.empty((0, d))
@@ -141,7 +143,7 @@ class Controller:
             bank[f"position_{a}"] = positions[:, j]
         controlled = judged["pct_target"].notna().to_numpy() if "pct_target" in judged else np.zeros(len(judged), bool)
         if not controlled.any():
-            return cls(domain, quality, np.ones(d), {}, bank)
+            return cls(domain, quality, np.ones(d), {}, bank, temperature_gain)
         rows, perceived = judged[controlled], positions[controlled]
         aims = np.stack([np.asarray(a, dtype=float) for a in rows["pct_aim"]])
         gain = learn_gain(aims, perceived)
@@ -152,7 +154,7 @@ class Controller:
             mine = np.array([c == cell for c in cells])
             last = mine & (generations == generations[mine].max())  # the target's latest judged round
             targets[cell] = TargetState(aims[last].mean(axis=0), error(reference(cell), perceived[last].mean(axis=0)))
-        return cls(domain, quality, gain, targets, bank)
+        return cls(domain, quality, gain, targets, bank, temperature_gain)
 
     def aim_for(self, cell: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, float]:
         """The next aim at `cell`, the error it acts on (NaN before any perception: it aims at the reference) and
@@ -196,7 +198,7 @@ class Controller:
             examples = [(pool[int(i)], None) for i in picks] + examples
         wish = niche_wish(self.domain, list(self.cell_of(aim)))
         prompt = labelled_prompt(system_prompt, g.template, examples, wish, g.separator)
-        temp = temperature(base_temperature, cut)
+        temp = temperature(base_temperature, cut, self.temperature_gain)
         columns = {"pct_target": [int(c) for c in cell], "pct_aim": aim.tolist(), "pct_error": err.tolist(),
                    "pct_gain": self.gain.tolist(), "pct_temperature": temp}
         return Attempt(prompt, [text for text, _ in examples], temp, columns)

@@ -207,7 +207,7 @@ def pct_controller(state: RunState, generation: int) -> Controller:
     record = state.store.read_candidates(generation)
     wanted = ["generation", "text", "valid", "quality", *measures, "pct_target", "pct_aim"]
     return Controller.from_record(state.domain, record[[c for c in wanted if c in record]] if len(record) else None,
-                                  state.config.pct_quality)
+                                  state.config.pct_quality, state.config.pct_temperature_gain)
 
 
 def generate_population(config: RunConfig, domain: Domain, experts: list[Expert], pool: list[str],
