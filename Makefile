@@ -83,8 +83,8 @@ bench-merge: install
 	$(PY) benchmarks/merge_bench.py $(MERGE_BENCH_ARGS)
 
 # Perceptual control (search: pct): candidates until one lands in a chosen cell, pct vs lmx (random) vs target (niche
-# prompting), fresh state per cell and seed (about 70 minutes on 2 shared cores for 3 opinions cells x 3 seeds and 3
-# stories cells x 2 seeds; PCT_BENCH_ARGS="--domains opinions --seeds 0" for about 10)
+# prompting), fresh state per cell and seed (on 2 shared cores: opinions' 3 cells x 3 seeds about 47 minutes, stories
+# 4-9 minutes per arm, cell and seed; PCT_BENCH_ARGS="--domains opinions --seeds 0" for about 15)
 bench-pct: install
 	$(PY) benchmarks/pct_bench.py $(PCT_BENCH_ARGS)
 

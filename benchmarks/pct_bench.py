@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cap", type=int, default=24, help="candidates per arm, cell and seed before it counts as a miss")
     p.add_argument("--batch", type=int, default=4, help="candidates per batch (one per expert)")
     p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--pct-temperature-gain", type=float, default=0.5,
+    p.add_argument("--pct-temperature-gain", type=float, default=0.0,
                    help="pct: the temperature rise where the grid's edge cuts the aim (0: off)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="pct", help="results file: <date>-<host>-<name>.json")

@@ -300,9 +300,9 @@ class RunConfig(_Config):
         "run's judged texts at or above it (from all of them while fewer than `shots` are)",
     )
     pct_temperature_gain: float = Field(
-        0.5, ge=0, le=2, description="search 'pct': where the grid's edge cuts the aim (the examples can lean no "
+        0.0, ge=0, le=2, description="search 'pct': where the grid's edge cuts the aim (the examples can lean no "
         "further), the expert's temperature is raised by up to this share (0.5: x 1.5 for a cut of a bin or more); "
-        "0: the temperature stays the expert's",
+        "0 (the default: the rise made texts longer and drift, README): the temperature stays the expert's",
     )
     screen: int = Field(
         0, ge=0, le=16, description="Screening by a learned value model: write screen x batch_size candidates and "

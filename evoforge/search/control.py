@@ -9,7 +9,8 @@ Seed 001's perception / conception / action loop, applied to evoforge's own cont
   judged texts of the run nearest that aim (at or above the quality level), and its open line names the aim's
   niche. A first attempt aims at the reference; when its texts land short of the target, the next one aims past
   it by the error. The aim is an integrator (it keeps what earlier corrections did), clipped to the grid; where
-  the grid's edge cuts the wanted aim, the examples can go no further, and the sampling temperature rises instead;
+  the grid's edge cuts the wanted aim, the examples can go no further (the sampling temperature may rise instead,
+  `pct_temperature_gain`, off by default);
 - learning: per axis, gain = 1 / slope of a running regression of the perceived position on the aimed position
   over all attempts so far (`learn_gain`; a prior slope of 1, so the gain starts at 1): if texts move half a bin
   per bin aimed, the loop learns to aim two bins per bin of error.
@@ -38,9 +39,10 @@ PRIOR_WEIGHT = 2.0
 # The learned slope is kept in this range: a judge that barely responds would otherwise make the gain (1 / slope)
 # explode, and a negative slope (noise, early on) would turn the feedback positive.
 MIN_SLOPE, MAX_SLOPE = 0.1, 4.0
-# How much the sampling temperature rises when the grid's edge cuts the wanted aim by one bin or more (x 1.5): the
-# examples cannot lean further, so the loop spreads its samples to reach the tail. Not tuned; `pct_temperature_gain`.
-TEMPERATURE_GAIN = 0.5
+# How much the sampling temperature rises (as a share) when the grid's edge cuts the wanted aim by one bin or more:
+# the examples cannot lean further, so the loop could spread its samples to reach the tail. Off by default: at 0.5
+# it made texts 25% longer and drift away from the extreme cells (README, "Perceptual control"); `pct_temperature_gain`.
+TEMPERATURE_GAIN = 0.0
 # Columns each attempt adds to candidates.parquet.
 COLUMNS = ("pct_target", "pct_aim", "pct_error", "pct_gain", "pct_temperature")
 

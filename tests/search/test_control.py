@@ -66,7 +66,8 @@ def test_only_the_targets_latest_judged_round_drives_the_next_aim(opinions):
 def test_an_aim_past_the_grids_edge_is_cut_and_raises_the_temperature():
     aim, cut = act(np.array([19.0]), np.array([3.0]), np.array([1.0]), (20,))
     assert aim.tolist() == [20.0] and cut == pytest.approx(2.0)
-    assert temperature(0.8, cut) == pytest.approx(1.2) and temperature(0.8, 0.0) == 0.8
+    assert temperature(0.8, cut, 0.5) == pytest.approx(1.2) and temperature(0.8, 0.0, 0.5) == 0.8
+    assert temperature(0.8, cut) == 0.8  # off by default
 
 
 def test_gains_start_at_one_and_converge_on_a_toy_linear_plant(opinions):
@@ -106,7 +107,7 @@ def test_pct_plans_carry_their_aim_error_and_gain(opinions):
                            "measure_sentiment": [0.04, 0.96]})
     plans = plan_candidates([expert], [0], 6, opinions, ["p1", "p2", "p3"], elites, 0.5,
                             np.random.default_rng(1), search="pct",
-                            controller=Controller.from_record(opinions, record))
+                            controller=Controller.from_record(opinions, record, temperature_gain=0.5))
     assert {p.mutation for p in plans} == {"pct"}
     for plan in plans:
         target = tuple(plan.control["pct_target"])
