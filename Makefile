@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,12 @@ bench-replay: install
 # RL from judge reward: a LoRA adapter trained by group-relative policy gradient, evaluated against the base model
 bench-rl: install
 	$(PY) benchmarks/rl_bench.py $(RL_BENCH_ARGS)
+
+# Perceptual control (search: pct): candidates until one lands in a chosen cell, pct vs lmx (random) vs target (niche
+# prompting), fresh state per cell and seed (on 2 shared cores: opinions' 3 cells x 3 seeds about 47 minutes, stories
+# 4-9 minutes per arm, cell and seed; PCT_BENCH_ARGS="--domains opinions --seeds 0" for about 15)
+bench-pct: install
+	$(PY) benchmarks/pct_bench.py $(PCT_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

@@ -306,7 +306,7 @@ class RunConfig(_Config):
         0.5, ge=0, le=1, description="Chance a mutation is 'near' (else 'replace') once the archive has elites"
     )
     search: Literal["auto", "lmx", "splice", "target", "target_zero_shot", "fixed_few_shot", "zero_shot", "niche",
-                    "refine"] = Field(
+                    "refine", "pct"] = Field(
         "auto",
         description="'auto' (the default): 'splice' on grids of two or more axes and 'lmx' on one axis, where each "
         "was measured best against random search (README, make science); 'lmx': mutated few-shot prompts (QDAIF); 'target': niche-targeted LMX (each candidate aimed at "
@@ -316,7 +316,18 @@ class RunConfig(_Config):
         "parent) for the model to continue, half are new texts aimed at it; "
         "'fixed_few_shot' / 'zero_shot': the QDAIF baselines; 'niche': a chat prompt asking for a random niche "
         "(for tuned models); 'refine': targets as in 'target', and a chat prompt showing the 2-3 elites nearest "
-        "the target and asking for one new text of its niche that combines what is best in them (Mixture-of-Agents)",
+        "the target and asking for one new text of its niche that combines what is best in them (Mixture-of-Agents); "
+        "'pct': perceptual control: targets as in 'target', and each attempt at a cell aims past it by the error "
+        "the earlier attempts at it left (examples nearest the aim, its niche named, a learned gain per axis)",
+    )
+    pct_quality: float = Field(
+        0.5, ge=0, le=1, description="search 'pct': the reference quality level; the examples are drawn from the "
+        "run's judged texts at or above it (from all of them while fewer than `shots` are)",
+    )
+    pct_temperature_gain: float = Field(
+        0.0, ge=0, le=2, description="search 'pct': where the grid's edge cuts the aim (the examples can lean no "
+        "further), the expert's temperature is raised by up to this share (0.5: x 1.5 for a cut of a bin or more); "
+        "0 (the default: the rise made texts longer and drift, README): the temperature stays the expert's",
     )
     screen: int = Field(
         0, ge=0, le=16, description="Screening by a learned value model: write screen x batch_size candidates and "
@@ -414,6 +425,9 @@ class RunConfig(_Config):
         if self.screen and (self.strategy != "sample" or self.manager.enabled):
             raise ValueError("strategy: screening and a search strategy (or the manager) do not combine yet; set "
                              "screen to 0, or strategy to 'sample' and manager.enabled to false")
+        if self.islands > 1 and self.search == "pct":
+            raise ValueError("search: 'pct' rebuilds its loop from the run's own record and runs in single-population "
+                             "runs only; set islands to 1, or another search")
         if self.islands > 1 and self.screen:
             raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
                              "or screen to 0")

@@ -12,7 +12,8 @@ from evoforge.core.niches import niche_prompt, niche_wish, random_niche
 from evoforge.core.mutation import mutate
 from evoforge.core.prompts import (cut_at_separator, ends_sentence, few_shot_prompt, trim_to_last_sentence,
                                    without_list_marker)
-from evoforge.search.targeting import (SPLICE_EXPLORATION, labelled_prompt, refine_plan, splice_plan,
+from evoforge.search.control import COLUMNS as CONTROL_COLUMNS, Controller
+from evoforge.search.targeting import (SPLICE_EXPLORATION, labelled_prompt, pick_target, refine_plan, splice_plan,
                                        target_genotype)
 
 MIN_TEXT_CHARS = 12  # shorter outputs ("I'm.", "") are recorded but not judged
@@ -28,6 +29,7 @@ class Plan:
     prompt: str
     chat: bool = False  # the prompt is a user message for the backend's chat template (niche search)
     opening: str = ""  # splice: the parent's opening words, ending the prompt and starting the candidate's text
+    control: dict | None = None  # pct: the attempt's aim, error and gain (evoforge.search.control.COLUMNS)
 
 
 def resolve_search(search: str, domain: Domain) -> str:
@@ -49,6 +51,8 @@ def plan_candidates(
     near_probability: float,
     rng: np.random.Generator,
     search: str = "auto",
+    controller=None,
+    cell: tuple[int, ...] | None = None,
 ) -> list[Plan]:
     """`batch_size` candidates split as evenly as possible over the picked experts.
 
@@ -60,7 +64,10 @@ def plan_candidates(
     sentences of the elite nearest to it, which the model continues; half its candidates (all while the archive
     is empty) are new texts aimed at their target as 'target_zero_shot' writes them (`SPLICE_EXPLORATION`);
     'refine' aims at a cell the same way and asks, in the chat format, for one new text combining the elites
-    nearest to it (`refine_plan`; their texts are the plan's genotype, its parents). 'auto': see `resolve_search`.
+    nearest to it (`refine_plan`; their texts are the plan's genotype, its parents); 'pct' aims at a cell the same
+    way and lets `controller` (evoforge.search.control, built from the run's record) choose the examples, the
+    niche named and the temperature from the errors of earlier attempts at that cell. 'auto': see `resolve_search`.
+    `cell`: 'target' and 'pct' aim every candidate at this cell instead of drawing targets (benchmarks/pct_bench.py).
     """
     search = resolve_search(search, domain)
     plans = []
@@ -73,10 +80,18 @@ def plan_candidates(
                 continue
             if search in ("target", "target_zero_shot"):
                 shots = len(expert.genotype) if search == "target" else 0
-                target, examples = target_genotype(domain, pool, elites, shots, rng)
+                target, examples = target_genotype(domain, pool, elites, shots, rng, cell)
                 wish = niche_wish(domain, list(target))
                 prompt = labelled_prompt(expert.system_prompt, g.template, examples, wish, g.separator)
                 plans.append(Plan(expert, search, [text for text, _ in examples], prompt))
+                continue
+            if search == "pct":
+                target = cell or pick_target(elites, domain.axis_names, domain.grid_shape, rng)
+                controller = controller or Controller.from_record(domain, None)
+                attempt = controller.attempt(target, expert.system_prompt, expert.sampling.temperature,
+                                             len(expert.genotype), pool, rng)
+                steered = replace(expert, sampling=replace(expert.sampling, temperature=attempt.temperature))
+                plans.append(Plan(steered, "pct", attempt.genotype, attempt.prompt, control=attempt.columns))
                 continue
             if search == "refine":
                 _, parents, prompt = refine_plan(domain, elites, rng)
@@ -149,6 +164,8 @@ def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue
             text = without_list_marker(text) if plans[i].mutation == "refine" else text  # it read a numbered list
             texts[i], tokens[i], continued[i] = join_opening(plans[i].opening, text), n, more
     texts = [trim_to_last_sentence(t) for t in texts]
+    controlled = {c: [(p.control or {}).get(c) for p in plans] for c in CONTROL_COLUMNS} if any(
+        p.control for p in plans) else {}
     return pd.DataFrame(
         {
             "expert_id": [p.expert.expert_id for p in plans],
@@ -160,6 +177,7 @@ def write_candidates(backends: dict, plans: list[Plan], domain: Domain, continue
             "new_tokens": tokens,
             "continued": continued,
             "valid": [len(t) >= MIN_TEXT_CHARS for t in texts],
+            **controlled,
         }
     )
 

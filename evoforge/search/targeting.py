@@ -109,11 +109,11 @@ def labelled_prompt(system_prompt: str, template: str, examples: list[tuple[str,
     return f"{system_prompt}\n\n{shots}{niche_template(template, target_wish)}\n"
 
 
-def target_genotype(domain: Domain, pool: list[str], elites: pd.DataFrame, shots: int,
-                    rng: np.random.Generator) -> tuple[tuple[int, ...], list[tuple[str, str | None]]]:
-    """A target cell and its few-shot examples: the nearest elites, topped up with random pool items (unnamed)
-    while the archive holds fewer elites than shots."""
-    target = pick_target(elites, domain.axis_names, domain.grid_shape, rng)
+def target_genotype(domain: Domain, pool: list[str], elites: pd.DataFrame, shots: int, rng: np.random.Generator,
+                    cell: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], list[tuple[str, str | None]]]:
+    """A target cell (`cell`, else drawn by `pick_target`) and its few-shot examples: the nearest elites, topped up
+    with random pool items (unnamed) while the archive holds fewer elites than shots."""
+    target = cell or pick_target(elites, domain.axis_names, domain.grid_shape, rng)
     near = nearest_elites(elites, domain.axis_names, target, shots, rng)
     bins = near[[f"bin_{a}" for a in domain.axis_names]].to_numpy(dtype=int) if len(near) else []
     examples = [(text, niche_wish(domain, list(b))) for text, b in zip(near["text"] if len(near) else [], bins)]

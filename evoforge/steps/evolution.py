@@ -26,6 +26,7 @@ from evoforge.judges.panel import Panel, domain_columns, fit_panel, questions
 from evoforge.judges.weak_labels import pole_references
 from evoforge.knowledge.base import open_base
 from evoforge.knowledge.examples import niche_examples
+from evoforge.search.control import Controller
 from evoforge.search.generation import plan_candidates, write_candidates
 from models.backend import Backend
 
@@ -193,15 +194,28 @@ def generate_step(state: RunState, generation: int, backends: dict[str, Backend]
     """The gating policy picks experts; each mutates its genotype and writes its share of the batch
     (`batch_size`, default the config's; screening writes more, see `evoforge.steps.screening`). With
     `steering` (evoforge.steps.agents), a search strategy or the manager writes them."""
+    controller = pct_controller(state, generation) if state.config.search == "pct" else None
     return generate_population(state.config, state.domain, state.experts, state.pool, state.archive, generation,
                                backends, state.next_cid, generation_rng(state.config, generation), batch_size,
-                               steering)
+                               steering, controller)
+
+
+def pct_controller(state: RunState, generation: int) -> Controller:
+    """`search: pct`'s loop state before `generation`, rebuilt from the candidates the run folder holds, so a
+    resumed run acts as the uninterrupted one."""
+    measures = [f"measure_{a}" for a in state.domain.axis_names]
+    record = state.store.read_candidates(generation)
+    wanted = ["generation", "text", "valid", "quality", *measures, "pct_target", "pct_aim"]
+    return Controller.from_record(state.domain, record[[c for c in wanted if c in record]] if len(record) else None,
+                                  state.config.pct_quality, state.config.pct_temperature_gain)
 
 
 def generate_population(config: RunConfig, domain: Domain, experts: list[Expert], pool: list[str],
                         archive: QDArchive, generation: int, backends: dict[str, Backend], first_cid: int,
-                        rng: np.random.Generator, batch_size: int | None = None, steering=None) -> pd.DataFrame:
-    """`generate_step` for one population (the run's, or one island's); candidates are numbered from `first_cid`."""
+                        rng: np.random.Generator, batch_size: int | None = None, steering=None,
+                        controller: Controller | None = None) -> pd.DataFrame:
+    """`generate_step` for one population (the run's, or one island's); candidates are numbered from `first_cid`.
+    `controller`: `search: pct`'s loop state (`pct_controller`)."""
     g = config.gating
     epsilon = exploration_rate(generation, g.epsilon_start, g.epsilon_decay, g.epsilon_min)
     picked = pick_experts(np.array([e.value for e in experts]), g.experts_per_generation, epsilon, rng)
@@ -211,7 +225,7 @@ def generate_population(config: RunConfig, domain: Domain, experts: list[Expert]
     else:
         plans = plan_candidates(
             experts, picked, batch_size or config.batch_size, domain, pool, archive.elites(), config.near_probability,
-            rng, search=config.search,
+            rng, search=config.search, controller=controller,
         )
         candidates = write_candidates(
             backends, plans, domain, config.continue_tokens, seed=int(rng.integers(2**31))

@@ -3,6 +3,7 @@
 import numpy as np
 
 from evoforge.core.archive import IMPROVED, NEW_CELL, STATUS_NAMES
+from evoforge.search.control import pct_metrics
 from evoforge.judges.panel import Panel, bin_agreement, heldout_bins, judge_distributions, judgements_per_text, questions
 from evoforge.steps.evolution import ArchiveOutcome, RunState
 from models.backend import Backend
@@ -34,6 +35,7 @@ def generation_metrics(state: RunState, outcome: ArchiveOutcome, embedder=None) 
         metrics[f"expert/{expert.expert_id}/value"] = expert.value
         metrics[f"expert/{expert.expert_id}/picks"] = expert.picks
     metrics.update(judge_distributions(candidates.filter(like="judge_")))
+    metrics.update(pct_metrics(state.domain, candidates))  # search 'pct': the loop's error and hit rate
     if embedder is not None:
         metrics["elite_diversity"] = elite_diversity(state, embedder)
     return metrics
