@@ -171,3 +171,76 @@ def test_lineage_round_trips_through_a_row():
     assert Expert.from_row(child.to_row()) == child
     old = {k: v for k, v in child.to_row().items() if k not in ("parent_ids", "born")}  # a row from before lineage
     assert Expert.from_row(old).parent_ids == [] and Expert.from_row(old).born == 0
+
+
+# --- culling in a run: the run folder's record, and resuming ------------------------------------------------------
+
+
+def fake_generation(state, generation: int):
+    """A generation's outcome without models: each expert's value moves by a reward drawn from its id and the
+    generation (so some experts do better than others), and one candidate per expert, every other one inserted."""
+    from dataclasses import replace
+
+    from evoforge.steps.evolution import ArchiveOutcome
+
+    experts = [replace(e, value=e.value + float(np.random.default_rng([generation, e.expert_id]).uniform(-1, 1)),
+                       picks=e.picks + 1) for e in state.experts]
+    candidates = pd.DataFrame({"cid": np.arange(state.next_cid, state.next_cid + len(experts)),
+                               "generation": generation, "expert_id": [e.expert_id for e in experts],
+                               "text": [f"text {generation}-{e.expert_id}" for e in experts],
+                               "inserted": [i % 2 == 0 for i in range(len(experts))]})
+    return ArchiveOutcome(candidates, experts)
+
+
+def run_generations(state, generations):
+    from evoforge.steps.arrangements import cull_experts
+    from evoforge.steps.evolution import commit_generation
+
+    for g in generations:
+        outcome = cull_experts(state, fake_generation(state, g), g)
+        commit_generation(state, g, outcome, state.archive.stats(), None)
+
+
+def test_a_run_records_lineage_and_a_resumed_run_culls_as_the_uninterrupted_one(tmp_path):
+    from evoforge.steps.evolution import prepare_run
+
+    arrangements = dict(evolve=True, cull_every=2, cull=2, window=3, crossover_rate=0.5)
+    straight = prepare_run(RunConfig(experts=4, generations=8, out=str(tmp_path), run_name="straight",
+                                     arrangements=arrangements))
+    run_generations(straight, range(8))
+    cut = RunConfig(experts=4, generations=8, out=str(tmp_path), run_name="cut", arrangements=arrangements)
+    run_generations(prepare_run(cut), range(5))  # stopped after generation 4, then resumed from its run folder
+    resumed = prepare_run(cut)
+    assert resumed.completed == 5
+    run_generations(resumed, range(5, 8))
+    assert resumed.experts == straight.experts and resumed.pool == straight.pool
+    rows = pd.read_parquet(tmp_path / "straight" / "experts.parquet")
+    assert rows.drop(columns="generation").equals(
+        pd.read_parquet(tmp_path / "cut" / "experts.parquet").drop(columns="generation"))
+
+    # The lineage: culls after generations 1, 3, 5, 7, two each; the culled keep their last row.
+    culled = rows[rows["culled"].notna()]
+    assert sorted(culled["culled"].tolist()) == [1, 1, 3, 3, 5, 5, 7, 7]
+    assert (culled["generation"] == culled["culled"]).all()
+    assert culled["expert_id"].is_unique  # an expert is culled once, and its id is never used again
+    living = rows[rows["culled"].isna()]
+    assert (living.groupby("generation").size() == 4).all()
+    first = rows.groupby("expert_id").agg(first=("generation", "min"), born=("born", "first"))
+    children = rows[rows["expert_id"] >= 4].drop_duplicates("expert_id")
+    assert children["expert_id"].tolist() == list(range(4, 12))
+    for child in children.itertuples():
+        assert child.born in (2, 4, 6, 8) and first.loc[child.expert_id, "first"] == child.born - 1
+        parents = list(child.parent_ids)
+        assert 1 <= len(parents) <= 2
+        for parent in parents:  # a parent lived, and was not culled, in the generation its child was made after
+            made_after = rows[(rows["generation"] == child.born - 1) & (rows["expert_id"] == parent)]
+            assert len(made_after) == 1 and made_after["culled"].isna().all()
+    founders = rows[rows["expert_id"] < 4]
+    assert (founders["born"] == 0).all() and all(len(p) == 0 for p in founders["parent_ids"])
+    # Each cull removed the lowest window value among that generation's experts.
+    for g in (1, 3, 5, 7):
+        window = rows[(rows["generation"] > g - 3) & (rows["generation"] <= g)]
+        means = window.groupby("expert_id")["value"].mean()
+        alive = rows[(rows["generation"] == g) & (rows["born"] <= g)]["expert_id"]  # not the children made after g
+        gone = set(rows[rows["culled"] == g]["expert_id"])
+        assert set(means[alive].nsmallest(2).index) == gone, g
