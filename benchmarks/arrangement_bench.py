@@ -115,6 +115,9 @@ def parse_args(argv=None):
     p.add_argument("--crossover-rate", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     p.add_argument("--tag", default="", help="suffix of the results file's name")
+    p.add_argument("--resume", default=None, metavar="JSON",
+                   help="keep the runs of an earlier results file of the same budget and settings, and run only the "
+                   "(domain, arm, seed) runs it lacks")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -144,12 +147,35 @@ def main(argv=None) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-arrangements{'-quick' if args.quick else ''}{args.tag}.json"
+    quick = "-quick" if args.quick else ""
+    path = results / f"{datetime.now(timezone.utc):%Y-%m-%d}-{machine['host']}-arrangements{quick}{args.tag}.json"
     heldout_panels, records = {}, []
+    if args.resume:
+        earlier = json.loads(Path(args.resume).read_text())
+        if earlier["budget"] != {**budget, "candidates": args.generations * args.batch_size} or \
+                earlier["arrangements"] != evolve:
+            raise SystemExit(f"--resume: {args.resume} ran another budget or other arrangements settings "
+                             f"({earlier['budget']}, {earlier['arrangements']}); resume only the same benchmark")
+        records = earlier["runs"]
+    done = {(r["domain"], r["arm"], r["seed"]) for r in records}
+    earlier_s = earlier["seconds"] if args.resume else 0.0
+
+    def write(records: list[dict], complete: bool) -> dict:
+        """The results file so far (after every run: a stopped benchmark keeps what it measured)."""
+        summary = summarise(pd.DataFrame(records))
+        payload = {"machine": machine, "budget": {**budget, "candidates": args.generations * args.batch_size},
+                   "arrangements": evolve, "domains": args.domains, "seeds": args.seeds,
+                   "seconds": earlier_s + time.perf_counter() - started, "complete": complete,
+                   "summary": summary.to_dict("records"), "runs": records, "table": markdown_table(summary)}
+        path.write_text(json.dumps(payload, indent=2, default=float))
+        return payload
+
     for seed in args.seeds:  # seed-major: a stopped benchmark has both arms of every finished seed
         for domain_name in args.domains:
             domain = load_domain(domain_name)
             for arm in ARMS:
+                if (domain.name, arm, seed) in done:
+                    continue
                 config = RunConfig(domain=domain_name, seed=seed, out=str(out), heldout_judge=False,
                                    run_name=f"{domain.name}-{arm}-s{seed}-{stamp}", experiment="evoforge-arrangements",
                                    arrangements=evolve if arm == "evolve" else {}, **budget)
@@ -160,15 +186,8 @@ def main(argv=None) -> dict:
                       f"{record['coverage']:.0%}, mean elite quality {record['mean_quality']:.3f}, "
                       f"{record['tokens']} tokens, {record['judge_calls']} judge calls, {record['wall_s']:.0f} s",
                       flush=True)
-                runs = pd.DataFrame(records)
-                summary = summarise(runs)
-                payload = {"machine": machine, "budget": {**budget, "candidates": args.generations * args.batch_size},
-                           "arrangements": evolve, "domains": args.domains, "seeds": args.seeds,
-                           "seconds": time.perf_counter() - started, "complete": False,
-                           "summary": summary.to_dict("records"), "runs": records, "table": markdown_table(summary)}
-                path.write_text(json.dumps(payload, indent=2, default=float))
-    payload.update(complete=True, seconds=time.perf_counter() - started)
-    path.write_text(json.dumps(payload, indent=2, default=float))
+                write(records, complete=False)
+    payload = write(records, complete=True)
     print(payload["table"])
     print(f"\nresults: {path}\nruns: {out}")
     return payload

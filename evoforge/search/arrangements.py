@@ -4,8 +4,9 @@ An expert's arrangement is its backend, its sampling settings, its system prompt
 Every `cull_every` generations the `cull` experts with the lowest mean value over the last `window` generations are
 replaced by children of the best two survivors: a mutated copy of one of them, or (with `crossover_rate`) a
 uniform crossover of both, then mutated. A child gets a new expert id, its parents' ids and the generation it first
-writes in (`born`); the value of its parents (their mean), so the gating policy tries it soon, as a tuned model's
-expert that joins is tried.
+writes in (`born`); and the best value of the population, so the gating policy tries it soon, as it tries a tuned
+model's expert that joins (valued at its parents' mean, a child was outpaced by experts whose values kept rising,
+never picked, and culled next: measured in the first benchmark run).
 
 Everything here is a plain function of its inputs and a seeded generator; the run applies it after a generation's
 archive update (`cull_experts`), from the run's expert history, so a resumed run culls as the uninterrupted one.
@@ -118,7 +119,7 @@ def cull(experts: list[Expert], history: pd.DataFrame, generation: int, settings
     culled_ids = {e.expert_id for e in ranked[:settings.cull]}
     survivors = [e for e in experts if e.expert_id not in culled_ids]
     best = ranked[::-1][:min(PARENTS, len(survivors))]  # the best first
-    children = []
+    children, top = [], max(e.value for e in experts)
     for k in range(settings.cull):
         if len(best) >= 2 and rng.random() < settings.crossover_rate:
             a, b = (best[i] for i in rng.permutation(2))
@@ -127,8 +128,8 @@ def cull(experts: list[Expert], history: pd.DataFrame, generation: int, settings
             parent = best[int(rng.integers(len(best)))]
             child, parents = parent, [parent]
         child = mutate_expert(child, ranges, personas, backends, pool, rng, settings.mutation_scale)
-        children.append(replace(child, expert_id=next_id + k, value=float(np.mean([p.value for p in parents])),
-                                picks=0, parent_ids=[p.expert_id for p in parents], born=generation + 1))
+        children.append(replace(child, expert_id=next_id + k, value=float(top), picks=0,
+                                parent_ids=[p.expert_id for p in parents], born=generation + 1))
     culled = [e for e in experts if e.expert_id in culled_ids]
     return Culling(survivors + children, culled, children)
 
