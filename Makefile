@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct bench-arrangements science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -96,6 +96,11 @@ bench-rl: install
 # 4-9 minutes per arm, cell and seed; PCT_BENCH_ARGS="--domains opinions --seeds 0" for about 15)
 bench-pct: install
 	$(PY) benchmarks/pct_bench.py $(PCT_BENCH_ARGS)
+
+# Evolving arrangements against fixed experts at equal candidates: opinions and stories x seeds 0-2 (about 1.5 h
+# on 2 shared cores; ARRANGE_BENCH_ARGS=--quick for about 4 minutes)
+bench-arrangements: install
+	$(PY) benchmarks/arrangement_bench.py $(ARRANGE_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

@@ -129,10 +129,12 @@ def summarise(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    def cell(row, metric, fmt="{:.2f}"):
-        return f"{fmt.format(row[metric])} ({fmt.format(row[f'{metric}_low'])}-{fmt.format(row[f'{metric}_high'])})"
+def cell(row: dict, metric: str, fmt: str = "{:.2f}") -> str:
+    """A summary row's metric as 'mean (low-high)' for a Markdown table."""
+    return f"{fmt.format(row[metric])} ({fmt.format(row[f'{metric}_low'])}-{fmt.format(row[f'{metric}_high'])})"
 
+
+def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| domain | search | seeds | QD score (95% CI) | x random search (95% CI) | coverage | mean / max elite quality "
              "| candidate quality | elite diversity | elites sharing an opening | held-out judge: same or next cell "
              "| wall time per run | QD per hour |",
@@ -246,6 +248,34 @@ def report(paths: list[Path]) -> dict:
     return payload
 
 
+def shared_models(threads: int):
+    """The machine (printed) and the models every run of a benchmark shares, loaded once in this process with
+    `threads` torch threads (0: torch's default): the flows' own `load_backend` calls return the same copy."""
+    from benchmarks.machine import machine_at_start
+    from models.embedder import load_embedder
+    from models.loading import load_backend
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    machine = machine_at_start()
+    print(f"machine: {machine}", flush=True)
+    return machine, {"smollm2": load_backend("smollm2", "auto")}, load_embedder()
+
+
+def heldout_panel(panels: dict, config, domain, backends: dict):
+    """The held-out judge of `domain` for a benchmark's runs, fitted once (kept in `panels`) on the references the
+    runs' judges are calibrated on."""
+    from evoforge.judges.panel import fit_heldout_panel
+    from evoforge.steps.evolution import run_references
+
+    if domain.name not in panels:
+        references = run_references(config, domain, backends)
+        panels[domain.name] = fit_heldout_panel(backends, domain, references.texts, references.auto_calibration)
+    return panels[domain.name]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.report:
@@ -253,23 +283,11 @@ def main(argv=None) -> dict:
     out = Path(args.out or tempfile.mkdtemp(prefix="evoforge-science-"))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
-    from benchmarks.machine import machine_at_start
     from evoforge.core.config import RunConfig
     from evoforge.core.domain import load_domain
-    from evoforge.judges.panel import fit_heldout_panel
-    from evoforge.steps.evolution import run_references
-    from models.embedder import load_embedder
-    from models.loading import load_backend
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    machine = machine_at_start()
-    print(f"machine: {machine}", flush=True)
     started = time.perf_counter()
-    backends = {"smollm2": load_backend("smollm2", "auto")}  # the flow's own load_backend call returns this copy
-    embedder = load_embedder()
+    machine, backends, embedder = shared_models(args.threads)
     budget = dict(generations=args.generations, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                   weak_references=args.weak_references)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -286,11 +304,7 @@ def main(argv=None) -> dict:
                 config = RunConfig(domain=domain_name, search=method, seed=seed, out=str(out),
                                    run_name=f"{domain.name}-{method}-s{seed}-{stamp}", experiment="evoforge-science",
                                    heldout_judge=False, **budget, **panel_settings(args.panel))  # held-out: below
-                if domain.name not in heldout_panels:  # calibrated on the same references as the runs' judges
-                    references = run_references(config, domain, backends)
-                    heldout_panels[domain.name] = fit_heldout_panel(backends, domain, references.texts,
-                                                                    references.auto_calibration)
-                record = run_one(config, heldout_panels[domain.name], backends, embedder)
+                record = run_one(config, heldout_panel(heldout_panels, config, domain, backends), backends, embedder)
                 records.append(record)
                 print(f"{domain.name:9s} {method:15s} seed {seed}: QD {record['qd_score']:.2f}, coverage "
                       f"{record['coverage']:.0%}, held-out agreement {record['heldout_agreement']:.0%}, "

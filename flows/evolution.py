@@ -25,7 +25,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from evoforge.core.budget import exhausted as budget_exhausted
 from evoforge.core.config import IngestConfig, RunConfig, judge_models
 from evoforge.judges.panel import Panel
+from evoforge.search.arrangements import arrangement_metrics
 from evoforge.steps.agents import agent_metrics, credit_manager, steered
+from evoforge.steps.arrangements import cull_experts
 from evoforge.steps.evolution import (RunState, contiguous_shards, join_expert, judge_step, judged_texts,
                                       open_tracking, with_scores)
 from evoforge.steps.islands import first_cid, island_generation_metrics
@@ -92,8 +94,12 @@ def generation_steps(state: RunState, number: int, panel: Panel, backends: dict,
         outcome = credit_manager(outcome, before, state.archive)
     if value is not None:
         outcome = keep_screened(outcome, held_back)
+    if state.config.arrangements.evolve:  # the weakest experts make way for children of the best
+        outcome = cull_experts(state, outcome, number)
     archived = time.perf_counter()
     metrics = generation_metrics(state, outcome, embedder=embedder)
+    if state.config.arrangements.evolve:
+        metrics.update(arrangement_metrics(outcome.experts, outcome.culled))
     if value is not None:
         metrics.update(screen_metrics(value, outcome))
     if steering is not None:

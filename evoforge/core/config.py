@@ -246,6 +246,28 @@ class ManagerConfig(_Config):
     )
 
 
+class ArrangementsConfig(_Config):
+    """Evolving whole experts (evoforge.search.arrangements): every `cull_every` generations the `cull` experts with
+    the lowest mean value over the last `window` generations are replaced by children of the best two (a mutated
+    copy, or a crossover of both, then mutated)."""
+
+    evolve: bool = Field(False, description="Evolve the experts' arrangements (sampling settings, system prompt, "
+                         "backend, few-shot items) by culling and breeding; off: the population stays as made")
+    cull_every: int = Field(2, ge=1, le=100_000, description="Cull after every this many generations")
+    cull: int = Field(1, ge=1, le=255, description="Experts culled (and replaced by children) at each cull")
+    window: int = Field(2, ge=1, le=100_000, description="Generations whose expert values are averaged to rank "
+                        "the experts (an expert younger than the window: the generations it lived)")
+    mutation_scale: float = Field(
+        0.3, gt=0, le=1, description="A child's mutation: each sampling setting moves by a Gaussian step of this "
+        "share of its range (clipped to it), and its system prompt, backend and one few-shot item are each "
+        "swapped with this probability",
+    )
+    crossover_rate: float = Field(
+        0.5, ge=0, le=1, description="Chance a child is a uniform crossover of the best two (each part from one "
+        "of them) before its mutation, else a mutated copy of one of them",
+    )
+
+
 class RunConfig(_Config):
     """An evolution run. Every field shows in the Prefect UI's run form and is logged as an MLflow param."""
 
@@ -353,6 +375,7 @@ class RunConfig(_Config):
         "empty: the run's own, refitted every generation",
     )
     manager: ManagerConfig = Field(default_factory=ManagerConfig)
+    arrangements: ArrangementsConfig = Field(default_factory=ArrangementsConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     rewards: RewardConfig = Field(default_factory=RewardConfig)
@@ -431,6 +454,30 @@ class RunConfig(_Config):
         if self.islands > 1 and self.screen:
             raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
                              "or screen to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _arrangements(self):
+        a = self.arrangements
+        if not a.evolve:
+            return self
+        if a.cull >= self.experts:
+            raise ValueError(f"arrangements.cull: culling {a.cull} of {self.experts} experts leaves no parent to "
+                             "breed from; set cull to at most experts - 1 (or raise experts)")
+        if a.crossover_rate > 0 and self.experts - a.cull < 2:
+            raise ValueError(f"arrangements.crossover_rate: a crossover needs two surviving parents, and culling "
+                             f"{a.cull} of {self.experts} experts leaves one; set crossover_rate to 0, or cull to at "
+                             "most experts - 2")
+        if a.cull_every >= self.generations:
+            raise ValueError(f"arrangements.cull_every: a cull every {a.cull_every} generations in a run of "
+                             f"{self.generations} leaves no generation to the evolved experts; set cull_every below "
+                             "generations, or evolve to false")
+        if self.islands > 1:
+            raise ValueError("arrangements.evolve: arrangements evolve in single-population runs only; set islands "
+                             "to 1, or evolve to false")
+        if self.manager.enabled:
+            raise ValueError("arrangements.evolve: the manager picks its (strategy, expert) arms by its own credit, "
+                             "not by the expert values culling ranks them by; set manager.enabled or evolve to false")
         return self
 
     def _check_judge_shards(self) -> None:

@@ -5,9 +5,10 @@ Values follow the classic update `v += lr * (r + gamma * max(v) - v)`, where the
 candidates did to the archive.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from evoforge.core.archive import IMPROVED, NEW_CELL
 from models.backend import SamplingSettings
@@ -22,6 +23,10 @@ class Expert:
     genotype: list[str]  # the few-shot items
     value: float = 0.0
     picks: int = 0
+    # Lineage (evolving arrangements, evoforge.search.arrangements): the experts it descends from (none for the
+    # founders and for a tuned model's expert) and the first generation it can write in.
+    parent_ids: list[int] = field(default_factory=list)
+    born: int = 0
 
     def to_row(self) -> dict:
         row = {k: v for k, v in asdict(self).items() if k != "sampling"}
@@ -45,7 +50,15 @@ class Expert:
             genotype=list(row["genotype"]),
             value=float(row["value"]),
             picks=int(row["picks"]),
+            # Rows written before lineage was recorded have neither column (or NaN where a file mixes both).
+            parent_ids=[int(p) for p in _listed(row.get("parent_ids"))],
+            born=0 if pd.isna(row.get("born", 0)) else int(row.get("born", 0)),
         )
+
+
+def _listed(value) -> list:
+    """A Parquet list cell as a list: pyarrow gives arrays, a missing column gives None or NaN."""
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Plots logged to MLflow: the archive heatmap, the QD-score curve, and each judge's score distribution."""
+"""Plots logged to MLflow: the archive heatmap, the QD-score curve, each judge's score distribution, and the
+experts' lineage."""
 
 from pathlib import Path
 
@@ -78,6 +79,48 @@ def qd_comparison(histories: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("QD score")
     ax.set_title("Evaluation: QD score per generation")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def lineage_plot(experts: pd.DataFrame, path: Path) -> Path:
+    """Evolving arrangements: one horizontal lifeline per expert (generations on x) from the first generation it
+    writes in (`born`) to its last row, coloured by its system prompt; a dashed line from each parent (in the
+    generation the child was made after) to the child; an x where an expert was culled. `experts`: the rows of
+    experts.parquet (generation, expert_id, system_prompt, parent_ids, born, culled)."""
+    last = int(experts["generation"].max())
+    first_rows = experts.sort_values("generation").drop_duplicates("expert_id").set_index("expert_id")
+    ends = experts.groupby("expert_id")["generation"].max()
+    culled = experts.dropna(subset=["culled"]).set_index("expert_id")["culled"] if "culled" in experts else pd.Series()
+    ids = sorted(first_rows.index)
+    y = {expert_id: k for k, expert_id in enumerate(ids)}
+    personas = list(dict.fromkeys(first_rows.sort_index()["system_prompt"]))
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(max(9, 0.6 * (last + 2) + 4), max(2.5, 0.3 * len(ids) + 1.2)))
+    for expert_id in ids:
+        row = first_rows.loc[expert_id]
+        born, end = int(row["born"]), int(ends[expert_id])
+        colour = colours(personas.index(row["system_prompt"]) % 10)
+        # A dot where it starts: a child made after the last generation has no line yet.
+        ax.plot([born, max(born, end)], [y[expert_id]] * 2, color=colour, linewidth=3, marker="o", markersize=4,
+                markevery=[0])
+        for parent in row["parent_ids"]:
+            if int(parent) in y:
+                ax.plot([born - 1, born], [y[int(parent)], y[expert_id]], color="grey", linestyle="--", linewidth=1)
+        if expert_id in culled.index:
+            ax.plot(int(culled[expert_id]), y[expert_id], marker="x", color="tab:red", markersize=9, mew=2)
+    for k, persona in enumerate(personas):
+        ax.plot([], [], color=colours(k % 10), linewidth=3, label=f"prompt {k}: {persona[:40]}")
+    ax.plot([], [], marker="x", color="tab:red", linestyle="", label="culled")
+    ax.set_yticks(range(len(ids)))
+    ax.set_yticklabels([str(i) for i in ids], fontsize=7)
+    ax.set_ylabel("expert")
+    ax.set_xlabel("generation")
+    ax.set_xlim(-0.5, last + 1.5)
+    ax.set_title(f"Lineage: {len(ids)} experts, {len(culled)} culled")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -9,7 +9,9 @@ is interrupted resumes from its last committed generation and rewrites whatever 
     candidates/gen_NNNN.parquet  every candidate of a generation (merged into candidates.parquet at the end)
     archive/gen_NNNN.parquet  the archive's elites after a generation
     experts.parquet           every expert's state after every generation (a tuned model's expert that joins
-                              between generations is added to the last committed one's rows at once)
+                              between generations is added to the last committed one's rows at once); with
+                              evolving arrangements also each culled expert's last row (`culled` = the generation),
+                              and every row's lineage (`parent_ids`, `born`)
     metrics/gen_NNNN.json     a generation's metrics, as logged to MLflow (a resumed run logs what a crash skipped)
     finetune/<tag>/outcome.json  a fine-tune's outcome (checkpoint, registered version), written when it has
                               finished: a mid-run fine-tune cut short by a kill is redone on resume, a finished one not
@@ -49,6 +51,11 @@ def write_parquet(df: pd.DataFrame, path: Path) -> Path:
 
 def write_json(data: dict, path: Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+
+
+def living(experts: pd.DataFrame) -> pd.DataFrame:
+    """Expert rows without those of experts culled after their generation (evolving arrangements)."""
+    return experts[experts["culled"].isna()] if "culled" in experts else experts
 
 
 class RunStore:
@@ -146,8 +153,14 @@ class RunStore:
         return pd.read_parquet(self.archive_snapshot(generation))
 
     def read_experts(self, generation: int) -> pd.DataFrame:
+        """The population after `generation` (without the experts culled after it: their rows are lineage)."""
         history = pd.read_parquet(self.experts_path)
-        return history[history["generation"] == generation].reset_index(drop=True)
+        return living(history[history["generation"] == generation]).reset_index(drop=True)
+
+    def read_expert_history(self) -> pd.DataFrame:
+        """Every expert row of the committed generations (culled experts' included); empty before the first."""
+        return pd.read_parquet(self.experts_path) if self.experts_path.is_file() else pd.DataFrame(
+            columns=["generation", "expert_id", "value"])
 
     def candidate_parts(self, upto: int) -> list[Path]:
         return [self.candidates_part(g) for g in range(upto) if self.candidates_part(g).is_file()]

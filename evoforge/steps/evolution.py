@@ -22,6 +22,7 @@ from evoforge.core.domain import Domain, load_domain
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.core.store import RunStore, write_parquet
 from evoforge.core.tracking import Tracker
+from evoforge.search.arrangements import next_expert_id
 from evoforge.judges.panel import Panel, domain_columns, fit_panel, questions
 from evoforge.judges.weak_labels import pole_references
 from evoforge.knowledge.base import open_base
@@ -66,8 +67,10 @@ class RunState:
 
     @property
     def model_names(self) -> list[str]:
-        """Every backend the run needs: the experts' (tuned models may have joined) and the judges'."""
-        return sorted({e.backend for e in self.experts} | judge_models(self.config.judges))
+        """Every backend the run needs: the experts' (tuned models may have joined) and the judges'; with evolving
+        arrangements every generator model too (a child may swap to one no living expert uses)."""
+        evolving = set(self.config.generator_models) if self.config.arrangements.evolve else set()
+        return sorted({e.backend for e in self.experts} | evolving | judge_models(self.config.judges))
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -172,7 +175,9 @@ def new_expert(state: RunState, backend: str) -> Expert:
     expert = random_experts(
         1, [backend], config.sampling_ranges(), state.domain.generator.system_prompts, state.pool, rng, config.shots
     )[0]
-    return replace(expert, expert_id=len(state.experts), value=max(e.value for e in state.experts))
+    # A new id (culled experts' ids included: evolving arrangements retires ids), first writing in the next generation.
+    return replace(expert, expert_id=next_expert_id(state.store.read_expert_history(), state.experts),
+                   value=max(e.value for e in state.experts), born=state.completed)
 
 
 def join_expert(state: RunState, backend: str) -> Expert:
@@ -341,6 +346,7 @@ class ArchiveOutcome:
 
     candidates: pd.DataFrame
     experts: list[Expert]
+    culled: list[Expert] = field(default_factory=list)  # culled after the generation (evolving arrangements)
 
     @property
     def inserted_texts(self) -> list[str]:
@@ -362,13 +368,15 @@ def archive_step(archive: QDArchive, experts: list[Expert], judged: pd.DataFrame
     judged = judged.assign(status=[STATUS_NAMES[s] for s in status], inserted=status > 0)
     scheme = config.reward_scheme()
     values = np.array([e.value for e in experts])
+    position = {e.expert_id: i for i, e in enumerate(experts)}  # ids and places differ once experts were culled
     rewards, changed = {}, {}
     for expert_id, rows in judged.groupby("expert_id", sort=True):
+        i = position[expert_id]
         rewards[expert_id] = scheme.reward(status[rows.index.to_numpy()])
-        values = update_value(values, expert_id, rewards[expert_id], config.gating.learning_rate, config.gating.discount)
+        values = update_value(values, i, rewards[expert_id], config.gating.learning_rate, config.gating.discount)
         best = rows[rows["inserted"]].sort_values("quality", ascending=False)
-        genotype = list(best.iloc[0]["genotype"]) if len(best) else experts[expert_id].genotype  # what worked best
-        changed[expert_id] = {"picks": experts[expert_id].picks + 1, "genotype": genotype}
+        genotype = list(best.iloc[0]["genotype"]) if len(best) else experts[i].genotype  # what worked best
+        changed[expert_id] = {"picks": experts[i].picks + 1, "genotype": genotype}
     experts = [replace(e, value=float(v), **changed.get(e.expert_id, {})) for e, v in zip(experts, values)]
     return ArchiveOutcome(judged.assign(reward=judged["expert_id"].map(rewards)), experts)
 
@@ -383,7 +391,7 @@ def commit_generation(
     state.pool.extend(outcome.inserted_texts)
     candidates = outcome.candidates
     state.next_cid = int(candidates["cid"].max()) + 1 if len(candidates) else state.next_cid
-    experts = expert_rows(state, generation)
+    experts = expert_rows(state, generation, outcome.culled)
     state.store.write_generation(generation, candidates, state.archive.elites(), experts, metrics)
     headline = ("qd_score", "coverage", "max_quality", "mean_quality", "num_elites")
     spending = [k for k in SPENT_BY.values() if k in metrics]  # what the budgets count (evoforge.core.budget)
@@ -394,12 +402,15 @@ def commit_generation(
         log_generation(state, generation, metrics, tracker)
 
 
-def expert_rows(state: RunState, generation: int) -> pd.DataFrame:
-    """The experts after `generation`, a row each (an island run's with their island)."""
+def expert_rows(state: RunState, generation: int, culled: list[Expert] = ()) -> pd.DataFrame:
+    """The experts after `generation`, a row each (an island run's with their island), and the experts culled after
+    it, with `culled` = the generation: their last row, so the lineage in experts.parquet is complete."""
     if state.islands:
         return pd.DataFrame([{"generation": generation, "island": island.index, **e.to_row()}
                              for island in state.islands for e in island.experts])
-    return pd.DataFrame([{"generation": generation, **e.to_row()} for e in state.experts])
+    rows = pd.DataFrame([{"generation": generation, **e.to_row(), "culled": None} for e in state.experts]
+                        + [{"generation": generation, **e.to_row(), "culled": generation} for e in culled])
+    return rows.astype({"culled": "Int64"})
 
 
 def log_generation(state: RunState, generation: int, metrics: dict, tracker: Tracker) -> None:

@@ -22,7 +22,10 @@ def write_run_outputs(state: RunState, tracker: Tracker) -> dict:
     )
     curve = plots.qd_curve(pd.DataFrame(state.history), plot_dir / "qd_curve.png")
     judges = plots.judge_histograms(pd.read_parquet(candidates_path), plot_dir / "judge_scores.png")
-    for path in (heatmap, curve, judges):
+    drawn = [heatmap, curve, judges]
+    if state.config.arrangements.evolve:  # who descends from whom, and who was culled
+        drawn.append(plots.lineage_plot(pd.read_parquet(store.experts_path), plot_dir / "lineage.png"))
+    for path in drawn:
         tracker.log_artifact(path, "plots")
     for path in (candidates_path, archive_path, store.experts_path, store.root / "config.json"):
         tracker.log_artifact(path, "data")

@@ -31,7 +31,7 @@ from evoforge.judges.panel import Panel, fit_panel
 from evoforge.core.prompts import aggregate_prompt, trim_to_last_sentence, without_list_marker
 from evoforge.judges.selection import (Consensus, Selector, agreement_reward, expert_weights, fit_selector,
                                        verifier_scores)
-from evoforge.core.store import write_json, write_parquet
+from evoforge.core.store import living, write_json, write_parquet
 from evoforge.knowledge.base import KnowledgeBase, Passage, open_base
 from evoforge.knowledge.records import RECORDS_FILE, record, source_list, sources_markdown, write_records
 from evoforge.knowledge.summarize import condense
@@ -99,7 +99,7 @@ def load_population(path: str | Path) -> list[Expert]:
         raise FileNotFoundError(f"population: {path} does not exist; pass an experts.parquet file or leave it empty")
     frame = pd.read_parquet(path)
     if "generation" in frame:
-        frame = frame[frame["generation"] == frame["generation"].max()]
+        frame = living(frame[frame["generation"] == frame["generation"].max()])
     experts = [Expert.from_row(row) for row in frame.to_dict("records")]
     for i, expert in enumerate(experts):  # ids index the value array
         expert.expert_id = i
