@@ -55,6 +55,15 @@ class GatingConfig(ValueLearning):
     """Epsilon-greedy expert selection with decaying exploration, and the expert value update."""
 
     experts_per_generation: int = Field(2, ge=1, le=256, description="Experts picked to write each generation")
+    policy: Literal["epsilon", "router"] = Field(
+        "epsilon", description="'epsilon': epsilon-greedy over one value per expert; 'router': per candidate a "
+        "target niche (as search 'target' draws it) and the expert with the most credit (archive improvement) on "
+        "that and nearby niches, epsilon-greedy with the same exploration rate (evoforge.search.router)",
+    )
+    router_bandwidth: float = Field(
+        1.0, gt=0, le=100, description="router: how far an expert's credit spreads, in bins (a neighbouring cell "
+        "counts exp(-1/2h^2) of its own)",
+    )
 
 
 class RewardConfig(_Config):
@@ -389,6 +398,10 @@ class RunConfig(_Config):
         if self.screen and (self.strategy != "sample" or self.manager.enabled):
             raise ValueError("strategy: screening and a search strategy (or the manager) do not combine yet; set "
                              "screen to 0, or strategy to 'sample' and manager.enabled to false")
+        if self.gating.policy == "router" and (self.islands > 1 or self.screen or self.manager.enabled):
+            raise ValueError("gating.policy: the router runs in single-population runs without screening or the "
+                             "manager (both would pick the experts too); set gating.policy to 'epsilon', or islands "
+                             "to 1, screen to 0 and manager.enabled to false")
         if self.islands > 1 and self.screen:
             raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
                              "or screen to 0")
