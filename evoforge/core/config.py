@@ -487,6 +487,13 @@ class TournamentConfig(_Config):
     combine: Literal["mean", "weighted", "vote"] = Field(
         "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
     )
+    routing: Literal["none", "router"] = Field(
+        "none", description="Who answers when `answering` < experts: 'none' (by value, epsilon-greedy); 'router' (by "
+        "credit on earlier tasks similar to this one, by MiniLM embedding; credit: agreeing with the kept answer, "
+        "kept in router_credit.parquet beside population_file; evoforge.steps.ask_routing)",
+    )
+    routing_bandwidth: float = Field(0.5, gt=0, le=10, description="routing 'router': how far credit spreads "
+                                     "between tasks (distance between unit-length MiniLM embeddings)")
     selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"] = Field(
         "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
         "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "

@@ -110,3 +110,57 @@ def test_router_config_is_checked():
         RunConfig(gating={"policy": "routed"})
     assert bad.value.errors()[0]["loc"] == ("gating", "policy")
     assert isinstance(Router(2, np.zeros((0, 1)), np.zeros(0), np.zeros(0)).scores(np.zeros((1, 1))), np.ndarray)
+
+
+# --- ask: tasks routed by their embedding ----------------------------------------------------------------------------
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def test_ask_routes_a_task_to_the_experts_credited_on_similar_tasks(tmp_path):
+    from evoforge.core.experts import pick_experts
+    from evoforge.steps.ask_routing import append_credit, credit_path, routed_scores
+
+    population = tmp_path / "tournament" / "experts.parquet"
+    rng = np.random.default_rng(0)
+    # Toy 8-d embeddings: 'arithmetic' tasks near axis 0, 'capitals' near axis 1. Expert 0 agrees with the kept
+    # answer on arithmetic, expert 1 on capitals, expert 2 half the time on both, expert 3 never answered.
+    for i in range(12):
+        kind = i % 2
+        embedding = unit(np.eye(8)[kind] + 0.15 * rng.normal(size=8))
+        credit = pd.Series({0: float(kind == 0), 1: float(kind == 1), 2: 0.5})
+        rows = append_credit(credit_path(population), f"task {i}", embedding, credit)
+    assert len(rows) == 36 and pd.read_parquet(credit_path(population)).shape[0] == 36  # one row per expert and task
+    arithmetic, capitals = unit(np.eye(8)[0] + 0.1), unit(np.eye(8)[1] + 0.1)
+    a = routed_scores(str(population), arithmetic, 4, bandwidth=0.5)
+    c = routed_scores(str(population), capitals, 4, bandwidth=0.5)
+    assert np.argmax(a) == 0 and np.argmax(c) == 1
+    assert a[0] > 0.8 > 0.2 > a[1] and c[1] > 0.8 and a[3] == c[3] == 0.0  # no credit: 0
+    top2 = sorted(pick_experts(a, 2, 0.0, np.random.default_rng(0)))
+    assert top2 == [0, 2]  # the two best for arithmetic; expert 1, right on capitals, does not answer
+    # Values (one number per expert, what routing 'none' picks by) see 0 and 1 as equal: 0.5 each.
+    assert routed_scores(str(population), arithmetic, 4, bandwidth=100.0)[:2] == pytest.approx([0.5, 0.5], abs=0.02)
+    # A new population file starts without credit: ties everywhere.
+    assert (routed_scores(str(tmp_path / "other" / "experts.parquet"), arithmetic, 4, 0.5) == 0).all()
+
+
+def test_ask_credit_is_agreement_with_the_kept_answer():
+    from evoforge.judges.selection import Consensus
+    from evoforge.steps.ask_routing import agreement_credit
+
+    answers = pd.DataFrame({"expert_id": [0, 1, 2, 0], "text": ["The capital of France is Paris.", "Paris.",
+                                                                 "It is Lyon.", "Marseille, I think."]})
+    credit = agreement_credit(Consensus("words", 0.2), "What is the capital of France?", answers, "Paris.")
+    assert credit.to_dict() == {0: 0.5, 1: 1.0, 2: 0.0}
+
+
+def test_ask_routing_config_is_checked():
+    from evoforge.core.config import TournamentConfig
+
+    assert TournamentConfig(instruction="x").routing == "none"
+    with pytest.raises(ValidationError) as bad:
+        TournamentConfig(instruction="x", routing="gate")
+    assert bad.value.errors()[0]["loc"] == ("routing",)
