@@ -12,7 +12,18 @@ and the generations' wall time; per domain the router's QD ratio to epsilon with
 seeds; for the router its routing metrics (share of picks to the best expert per niche, entropy). Writes
 benchmarks/results/<date>-<host>-router-runs.json.
 
-`ask`: see `ask_part` (writes ...-router-ask.json).
+`ask`: the ask benchmark's short questions (data/ask/questions.yaml, benchmarks/ask_bench.py's `collect`: a fresh
+population of `--ask-experts` experts per seed answers every question once, up to 24 new tokens, with the
+tournament's own code). Then `ask` is replayed over those answers, task after task, as a series of asks with a saved
+population would go: each task `--answering` K experts answer, consensus (words, 0.2, most central) keeps one, and
+every answering expert is credited 1 where its answer agrees with the kept one (ask's `agreement` signal). Arms, all
+with ask's first-iteration exploration (epsilon 0.2): `epsilon` (K experts by value, `routing: none`), `router`
+(K experts by credit on earlier tasks near this one, MiniLM embeddings, `routing: router`), and two references:
+`all` (every expert answers: E/K times the tokens) and `oracle` (the K experts most often right
+on the labelled split's questions of the same kind: what routing could reach if credit were truth). The labelled
+split (every third question) comes first, in a seeded random order, then the held-out rest; accuracy (the kept
+answer contains an accepted answer) and tokens are reported on the held-out questions, `--draws` replays per seed
+(exploration differs) averaged. Writes benchmarks/results/<date>-<host>-router-ask.json.
 """
 
 import argparse
@@ -122,6 +133,115 @@ def runs_part(args, machine: dict) -> dict:
     return payload
 
 
+ASK_ARMS = ["epsilon", "router", "all", "oracle"]
+
+
+def replay(tasks: list[int], answers: dict, similarity: dict, embeddings: dict, kinds: dict, n_experts: int, k: int,
+           arm: str, config, bandwidth: float, oracle: dict, rng: np.random.Generator) -> list[dict]:
+    """One series of asks over `tasks` (ids into `answers`: each task's answers, a row per expert in id order):
+    who answers, what consensus keeps, and how the values or the router's credit learn from it."""
+    from evoforge.core.experts import pick_experts, update_value
+    from evoforge.judges import selection
+    from evoforge.search.router import Router
+
+    eps, lr, discount = config.values.epsilon_start, config.values.learning_rate, config.values.discount
+    values, inputs, experts, credits, rows = np.zeros(n_experts), [], [], [], []
+    for tid in tasks:
+        if arm == "all":
+            picked = list(range(n_experts))
+        elif arm == "oracle":
+            picked = list(oracle[kinds[tid]][:k])
+        elif arm == "router":
+            router = Router(n_experts, np.array(inputs).reshape(len(inputs), len(embeddings[tid])),
+                            np.array(experts, dtype=int),
+                            np.array(credits), bandwidth)
+            picked = router.route(embeddings[tid], k, eps, rng)[0]
+        else:
+            picked = pick_experts(values, k, eps, rng)
+        picked = sorted(picked)
+        group = answers[tid].iloc[picked]
+        features = selection.consensus_features(similarity[tid][np.ix_(picked, picked)], config.consensus_threshold)
+        kept = selection.select("consensus", features)
+        agree = selection.agreement_reward(features["cluster"].to_numpy(), kept)
+        for expert, credit in zip(picked, agree):
+            values = update_value(values, expert, float(credit), lr, discount)
+            inputs.append(embeddings[tid])
+            experts.append(expert)
+            credits.append(float(credit))
+        rows.append({"tid": tid, "correct": bool(group["correct"].iloc[kept]), "tokens": int(group["new_tokens"].sum()),
+                     "picked": picked})
+    return rows
+
+
+def ask_part(args, machine: dict) -> dict:
+    """See the module's docstring."""
+    from benchmarks.ask_bench import collect, load_questions
+    from benchmarks.machine import save_table
+    from evoforge.core.config import TournamentConfig
+    from evoforge.judges import selection
+    from models.embedder import load_embedder
+    from models.loading import load_backend
+
+    prompt, questions, _ = load_questions()
+    questions = questions.iloc[: args.ask_questions].copy() if args.ask_questions else questions
+    questions["task"] = [prompt.replace("{question}", q) for q in questions["question"]]
+    config = TournamentConfig(instruction="benchmark", experts=args.ask_experts, max_new_tokens=24,
+                              continue_tokens=8)
+    backend, embedder = load_backend("smollm2", config.precision), load_embedder("minilm")
+    task_embeddings = embedder.embed(questions["task"].tolist())
+    started, per_seed, records = time.perf_counter(), [], []
+    for seed in args.seeds:
+        timings = dict.fromkeys(["generate_s", "embed_s", "words_s"], 0.0)
+        _, answers, sims = collect(seed, questions, config, backend, embedder, timings, 1, "consensus")
+        answers["correct"] = [selection.contains_answer(t, a) for t, a in zip(answers["text"], answers["answers"])]
+        by_task = {tid: group.sort_values("expert_id") for tid, group in answers.groupby("tid")}
+        similarity = {tid: sims[(seed, tid, "words")] for tid in by_task}
+        embeddings = dict(enumerate(task_embeddings))
+        kinds = dict(enumerate(questions["kind"]))
+        rng = np.random.default_rng(seed)
+        learn = [int(t) for t in rng.permutation(np.flatnonzero(questions["labelled"]))]
+        held_out = [int(t) for t in rng.permutation(np.flatnonzero(~questions["labelled"]))]
+        labelled = answers[answers["tid"].isin(learn)]
+        right = labelled.groupby(["kind", "expert_id"])["correct"].mean().unstack()  # kind x expert
+        oracle = {kind: np.argsort(-right.loc[kind].to_numpy(), kind="stable") for kind in right.index}
+        held = answers[answers["tid"].isin(held_out)]
+        expert_accuracy = held.groupby(["kind", "expert_id"])["correct"].mean().unstack()
+        for arm in ASK_ARMS:
+            draws = 1 if arm in ("all", "oracle") else args.draws
+            for draw in range(draws):
+                rows = replay(learn + held_out, by_task, similarity, embeddings, kinds, args.ask_experts,
+                              args.answering, arm, config, args.ask_bandwidth, oracle,
+                              np.random.default_rng([seed, draw]))
+                tail = pd.DataFrame(rows[len(learn):])
+                records.append({"seed": seed, "arm": arm, "draw": draw, "accuracy": float(tail["correct"].mean()),
+                                "tokens_per_task": float(tail["tokens"].mean()),
+                                "learning_accuracy": float(pd.DataFrame(rows[:len(learn)])["correct"].mean())})
+        per_seed.append({"seed": seed, "generate_s": timings["generate_s"],
+                         "expert_accuracy_by_kind": expert_accuracy.round(3).to_dict(),
+                         "best_expert_by_kind": {k: int(np.argmax(v)) for k, v in expert_accuracy.iterrows()}})
+        print(f"ask seed {seed}: {len(answers)} answers in {timings['generate_s']:.0f} s", flush=True)
+        payload = {"machine": machine, "settings": vars(args), "records": records, "per_seed": per_seed,
+                   "table": ask_table(records), "seconds": time.perf_counter() - started}
+        save_table(args.results, "router-ask", payload)
+    return payload
+
+
+def ask_table(records: list[dict]) -> str:
+    from benchmarks.science import interval
+
+    frame = pd.DataFrame(records).groupby(["arm", "seed"], sort=False).mean(numeric_only=True).reset_index()
+    base = frame[frame["arm"] == "epsilon"].set_index("seed")["accuracy"]
+    lines = ["| arm | seeds | held-out accuracy (mean, 95% CI over seeds) | minus epsilon (per seed) | tokens per task |",
+             "|---|---|---|---|---|"]
+    for arm in ASK_ARMS:
+        r = frame[frame["arm"] == arm].set_index("seed")
+        acc = interval(r["accuracy"])
+        diff = ", ".join(f"{d:+.3f}" for d in (r["accuracy"] - base.reindex(r.index)).to_numpy())
+        lines.append(f"| {arm} | {len(r)} | {acc[0]:.3f} ({acc[1]:.3f}-{acc[2]:.3f}) | {diff} | "
+                     f"{r['tokens_per_task'].mean():.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="+", default=["runs", "ask"], choices=["runs", "ask"])
@@ -131,6 +251,11 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--ask-experts", type=int, default=6, help="ask: experts in each seed's population")
+    p.add_argument("--answering", type=int, default=3, help="ask: experts that answer each task (top-k)")
+    p.add_argument("--ask-bandwidth", type=float, default=0.5, help="ask: the router's bandwidth (routing_bandwidth)")
+    p.add_argument("--ask-questions", type=int, default=None, help="ask: the first N questions only (a smoke run)")
+    p.add_argument("--draws", type=int, default=5, help="ask: replays per seed (exploration differs)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
