@@ -247,7 +247,7 @@ def main(argv=None) -> dict:
     p.add_argument("--parts", nargs="+", default=["runs", "ask"], choices=["runs", "ask"])
     p.add_argument("--domains", nargs="+", default=["opinions", "stories"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--generations", type=int, default=6)
+    p.add_argument("--generations", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)
