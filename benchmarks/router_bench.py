@@ -231,13 +231,15 @@ def ask_table(records: list[dict]) -> str:
 
     frame = pd.DataFrame(records).groupby(["arm", "seed"], sort=False).mean(numeric_only=True).reset_index()
     base = frame[frame["arm"] == "epsilon"].set_index("seed")["accuracy"]
-    lines = ["| arm | seeds | held-out accuracy (mean, 95% CI over seeds) | minus epsilon (per seed) | tokens per task |",
-             "|---|---|---|---|---|"]
+    lines = ["| arm | seeds | held-out accuracy (mean, 95% CI over seeds) | minus epsilon, paired by seed (mean, 95% CI; "
+             "per seed) | tokens per task |", "|---|---|---|---|---|"]
     for arm in ASK_ARMS:
         r = frame[frame["arm"] == arm].set_index("seed")
         acc = interval(r["accuracy"])
-        diff = ", ".join(f"{d:+.3f}" for d in (r["accuracy"] - base.reindex(r.index)).to_numpy())
-        lines.append(f"| {arm} | {len(r)} | {acc[0]:.3f} ({acc[1]:.3f}-{acc[2]:.3f}) | {diff} | "
+        paired = (r["accuracy"] - base.reindex(r.index)).to_numpy()
+        diff = interval(paired)
+        lines.append(f"| {arm} | {len(r)} | {acc[0]:.3f} ({acc[1]:.3f}-{acc[2]:.3f}) | {diff[0]:+.3f} "
+                     f"({diff[1]:+.3f} to {diff[2]:+.3f}; {', '.join(f'{d:+.3f}' for d in paired)}) | "
                      f"{r['tokens_per_task'].mean():.1f} |")
     return "\n".join(lines)
 
@@ -259,7 +261,18 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
     p.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--report", nargs="+", metavar="JSON", help="no runs: merge the records of these runs-part result "
+                   "files (e.g. seeds run in two processes) into one table")
     args = p.parse_args(argv)
+    if args.report:
+        from benchmarks.machine import save_table
+
+        parts = [json.loads(Path(f).read_text()) for f in args.report]
+        records = [r for part in parts for r in part["records"]]
+        payload = {"machine": parts[0]["machine"], "budget": parts[0]["budget"], "merged_from": args.report,
+                   "records": records, "table": runs_table(records)}
+        save_table(args.results, "router-runs", payload)
+        return payload
     import torch
 
     from benchmarks.machine import machine_at_start
