@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct bench-arrangements science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct bench-arrangements bench-router science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -101,6 +101,12 @@ bench-pct: install
 # on 2 shared cores; ARRANGE_BENCH_ARGS=--quick for about 4 minutes)
 bench-arrangements: install
 	$(PY) benchmarks/arrangement_bench.py $(ARRANGE_BENCH_ARGS)
+
+# The router against epsilon-greedy gating: runs on opinions and stories (3 seeds, 5 x 16 candidates each) and ask's
+# top-k answering replayed over the ask benchmark's questions (about 80 minutes on 2 shared cores;
+# ROUTER_BENCH_ARGS="--parts ask" for the ask part alone, ~20)
+bench-router: install
+	$(PY) benchmarks/router_bench.py $(ROUTER_BENCH_ARGS)
 
 # Prefect UI on :4200, MLflow UI on :5000 and the deployment runner (nightly run); Ctrl-C stops all. UI_ARGS passes flags.
 ui: install

@@ -103,7 +103,7 @@ def generation_steps(state: RunState, number: int, panel: Panel, backends: dict,
     if value is not None:
         metrics.update(screen_metrics(value, outcome))
     if steering is not None:
-        metrics.update({**steering.metrics, **agent_metrics(outcome)})
+        metrics.update({**steering.metrics, **agent_metrics(outcome, steering, state.domain.grid_shape)})
     if heldout is not None:
         metrics.update(calling_models(check_elites_heldout, state.config)(state, heldout, backends))
     metrics.update(

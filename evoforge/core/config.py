@@ -55,6 +55,15 @@ class GatingConfig(ValueLearning):
     """Epsilon-greedy expert selection with decaying exploration, and the expert value update."""
 
     experts_per_generation: int = Field(2, ge=1, le=256, description="Experts picked to write each generation")
+    policy: Literal["epsilon", "router"] = Field(
+        "epsilon", description="'epsilon': epsilon-greedy over one value per expert; 'router': per candidate a "
+        "target niche (as search 'target' draws it) and the expert with the most credit (archive improvement) on "
+        "that and nearby niches, epsilon-greedy with the same exploration rate (evoforge.search.router)",
+    )
+    router_bandwidth: float = Field(
+        1.0, gt=0, le=100, description="router: how far an expert's credit spreads, in bins (a neighbouring cell "
+        "counts exp(-1/2h^2) of its own)",
+    )
 
 
 class RewardConfig(_Config):
@@ -451,6 +460,10 @@ class RunConfig(_Config):
         if self.islands > 1 and self.search == "pct":
             raise ValueError("search: 'pct' rebuilds its loop from the run's own record and runs in single-population "
                              "runs only; set islands to 1, or another search")
+        if self.gating.policy == "router" and (self.islands > 1 or self.screen or self.manager.enabled):
+            raise ValueError("gating.policy: the router runs in single-population runs without screening or the "
+                             "manager (both would pick the experts too); set gating.policy to 'epsilon', or islands "
+                             "to 1, screen to 0 and manager.enabled to false")
         if self.islands > 1 and self.screen:
             raise ValueError("screen: value-model screening runs in single-population runs only; set islands to 1, "
                              "or screen to 0")
@@ -560,6 +573,13 @@ class TournamentConfig(_Config):
     combine: Literal["mean", "weighted", "vote"] = Field(
         "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
     )
+    routing: Literal["none", "router"] = Field(
+        "none", description="Who answers when `answering` < experts: 'none' (by value, epsilon-greedy); 'router' (by "
+        "credit on earlier tasks similar to this one, by MiniLM embedding; credit: agreeing with the kept answer, "
+        "kept in router_credit.parquet beside population_file; evoforge.steps.ask_routing)",
+    )
+    routing_bandwidth: float = Field(0.5, gt=0, le=10, description="routing 'router': how far credit spreads "
+                                     "between tasks (distance between unit-length MiniLM embeddings)")
     selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"] = Field(
         "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
         "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "

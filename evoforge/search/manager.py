@@ -118,20 +118,33 @@ def manager_plans(bandit: NicheBandit, arms: list[Arm], experts: list[Expert], b
     niches (flat cell indices)."""
     by_name = {a.name: a for a in arms}
     by_id = {e.expert_id: e for e in experts}
-    g = domain.generator
     plans, picked, niches = [], [], []
     for _ in range(batch_size):
-        target, examples = target_genotype(domain, pool, elites, shots, rng)
-        niche = int(np.ravel_multi_index(target, domain.grid_shape))
+        niche, target, examples = draw_target(domain, pool, elites, shots, rng)
         arm = by_name[bandit.pick(niche, rng)]
-        expert = by_id[arm.expert_id]
-        prompt = labelled_prompt(expert.system_prompt, g.template, examples, niche_wish(domain, list(target)),
-                                 g.separator)
-        plans.append(Plan(expert, "target", [text for text, _ in examples], prompt))
+        plans.append(target_plan(by_id[arm.expert_id], domain, target, examples))
         picked.append(arm)
         niches.append(niche)
     bandit.settle()
     return plans, picked, niches
+
+
+def draw_target(domain: Domain, pool: list[str], elites: pd.DataFrame, shots: int,
+                rng: np.random.Generator) -> tuple[int, tuple[int, ...], list[tuple[str, str | None]]]:
+    """A target niche as `search: target` draws it: its flat cell index, its bins and its few-shot examples (the
+    elites nearest to it). The manager and the router (evoforge.search.router) both aim each candidate so."""
+    target, examples = target_genotype(domain, pool, elites, shots, rng)
+    return int(np.ravel_multi_index(target, domain.grid_shape)), target, examples
+
+
+def target_plan(expert: Expert, domain: Domain, target: tuple[int, ...],
+                examples: list[tuple[str, str | None]]) -> Plan:
+    """`expert`'s plan for a drawn target: its system prompt over the labelled examples, the open line naming the
+    target's niche."""
+    g = domain.generator
+    prompt = labelled_prompt(expert.system_prompt, g.template, examples, niche_wish(domain, list(target)),
+                             g.separator)
+    return Plan(expert, "target", [text for text, _ in examples], prompt)
 
 
 def archive_improvement(quality: np.ndarray, inserted: np.ndarray, cells: np.ndarray,

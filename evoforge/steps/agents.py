@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from evoforge.core.config import RunConfig
+from evoforge.core.experts import exploration_rate
 from evoforge.core.store import RunStore
 from evoforge.search.generation import plan_candidates
 from evoforge.search.manager import NicheBandit, archive_improvement, arms_of, manager_plans
+from evoforge.search.router import ROUTER_COLUMNS, Router, router_plans, routing_metrics, run_router
 from evoforge.search.tree_writing import NEEDS_VALUES, write_with_strategies
 from evoforge.steps.evolution import ArchiveOutcome, RunState
 from evoforge.steps.screening import embedding_memo, fit_value
@@ -49,7 +51,7 @@ def uses_values(config: RunConfig) -> bool:
 
 def steered(config: RunConfig) -> bool:
     """Whether a generation is written by `Steering` (else exactly as before: sampled, gating picks experts)."""
-    return config.strategy != "sample" or config.manager.enabled
+    return config.strategy != "sample" or config.manager.enabled or config.gating.policy == "router"
 
 
 _WORLD_MODELS: dict[str, ValueModel] = {}
@@ -87,6 +89,8 @@ class Steering:
     values: TextValues | None = None
     bandit: NicheBandit | None = None
     metrics: dict = field(default_factory=dict)
+    router: Router | None = None  # gating.policy 'router' (evoforge.search.router)
+    epsilon: float = 0.0  # the router's exploration rate this generation (the gating policy's schedule)
 
     def strategies(self, config: RunConfig) -> list[str]:
         """The strategies usable now: tot and mcts only once a value model exists."""
@@ -106,6 +110,11 @@ class Steering:
                                                   config.shots, rng)
             strategies = [a.strategy for a in chosen]
             extra = {"manager_arm": [a.name for a in chosen], "manager_niche": niches, "manager_reward": np.nan}
+        elif self.router is not None:
+            plans, extra = router_plans(self.router, experts, batch_size, domain, pool, elites, config.shots,
+                                        self.epsilon, rng)
+            strategies = [usable[0]] * len(plans)
+            extra["router_reward"] = np.nan
         else:
             plans = plan_candidates(experts, picked, batch_size, domain, pool, elites, config.near_probability, rng,
                                     search=config.search)
@@ -142,15 +151,25 @@ def steer(state: RunState, generation: int, embedder) -> Steering:
         names = [a.name for a in arms_of(steering.strategies(config), state.experts)]
         steering.bandit = NicheBandit.from_history(names, history, config.manager.policy,
                                                    config.manager.exploration)
+    if config.gating.policy == "router":
+        g = config.gating
+        steering.router = run_router(picks_history(state.store, generation, ROUTER_COLUMNS), len(state.experts),
+                                     state.domain.grid_shape, g.router_bandwidth)
+        steering.epsilon = exploration_rate(generation, g.epsilon_start, g.epsilon_decay, g.epsilon_min)
     return steering
+
+
+def picks_history(store: RunStore, upto: int, columns: list[str]) -> pd.DataFrame:
+    """The `columns` of the picks (rows where the first column is set) of the generations before `upto`."""
+    candidates = store.read_candidates(upto) if upto > 0 else pd.DataFrame()
+    if columns[0] not in candidates:
+        return pd.DataFrame(columns=columns)
+    return candidates.loc[candidates[columns[0]].notna(), columns]
 
 
 def manager_history(store: RunStore, upto: int) -> pd.DataFrame:
     """The manager's picks of the generations before `upto` in a run folder (credited or not)."""
-    candidates = store.read_candidates(upto) if upto > 0 else pd.DataFrame()
-    if "manager_arm" not in candidates:
-        return pd.DataFrame(columns=MANAGER_COLUMNS)
-    return candidates.loc[candidates["manager_arm"].notna(), MANAGER_COLUMNS]
+    return picks_history(store, upto, MANAGER_COLUMNS)
 
 
 def agent_credit(run_dir: str) -> pd.DataFrame:
@@ -167,23 +186,30 @@ def agent_credit(run_dir: str) -> pd.DataFrame:
 
 
 def credit_manager(outcome: ArchiveOutcome, before: np.ndarray, archive) -> ArchiveOutcome:
-    """Each manager-written candidate's reward: its archive improvement over the grid `before` the generation."""
+    """Each manager- or router-written candidate's reward (`manager_reward`, `router_reward`): its archive
+    improvement over the grid `before` the generation."""
     candidates = outcome.candidates
-    if "manager_arm" not in candidates or not len(candidates):
+    picked = {"manager_arm": "manager_reward", "router_expert": "router_reward"}
+    picked = {marker: column for marker, column in picked.items() if marker in candidates}
+    if not picked or not len(candidates):
         return outcome
     measures = candidates[[f"measure_{a}" for a in archive.axis_names]].to_numpy(dtype=float)
     cells = archive.cell_index(np.nan_to_num(measures))
     reward = archive_improvement(candidates["quality"].to_numpy(dtype=float), candidates["inserted"].to_numpy(),
                                  cells, before)
-    reward = np.where(candidates["manager_arm"].notna(), reward, np.nan)
-    return replace(outcome, candidates=candidates.assign(manager_reward=reward))
+    return replace(outcome, candidates=candidates.assign(
+        **{column: np.where(candidates[marker].notna(), reward, np.nan) for marker, column in picked.items()}))
 
 
-def agent_metrics(outcome: ArchiveOutcome) -> dict[str, float]:
+def agent_metrics(outcome: ArchiveOutcome, steering: Steering | None = None, shape: tuple[int, ...] = ()
+                  ) -> dict[str, float]:
     """Per generation: candidates each strategy wrote and their mean archive improvement (the manager's reward; for
-    a run without the manager, the same improvement is not computed) and the model calls they made."""
+    a run without the manager, the same improvement is not computed) and the model calls they made; with the
+    router (`steering`'s, on a grid of `shape`), its routing metrics (`routing_metrics`)."""
     c = outcome.candidates
     metrics = {}
+    if steering is not None and steering.router is not None and "router_reward" in c:
+        metrics.update(routing_metrics(steering.router, c[ROUTER_COLUMNS], shape))
     for strategy, rows in c.groupby("strategy"):
         metrics[f"strategy/{strategy}/candidates"] = float(len(rows))
         metrics[f"strategy/{strategy}/model_calls"] = float(rows["model_calls"].sum())

@@ -32,6 +32,7 @@ from evoforge.core.prompts import aggregate_prompt, trim_to_last_sentence, witho
 from evoforge.judges.selection import (Consensus, Selector, agreement_reward, expert_weights, fit_selector,
                                        verifier_scores)
 from evoforge.core.store import living, write_json, write_parquet
+from evoforge.steps.ask_routing import record_task_credit, routed_experts
 from evoforge.knowledge.base import KnowledgeBase, Passage, open_base
 from evoforge.knowledge.records import RECORDS_FILE, record, source_list, sources_markdown, write_records
 from evoforge.knowledge.summarize import condense
@@ -267,7 +268,8 @@ def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.Da
     config = state.config
     rng = np.random.default_rng([config.seed, iteration])
     k = len(state.experts) if config.answering is None else min(config.answering, len(state.experts))
-    picked = sorted(pick_experts(state.values, k, epsilon(state, iteration), rng))
+    scores = state.values if config.routing == "none" else routed_experts(config, state.task, len(state.experts))
+    picked = sorted(pick_experts(scores, k, epsilon(state, iteration), rng))
     answers = layered_answers(backends, state.experts, [(i, state.prompt) for i in picked], config.layers,
                               config.layer_context_chars, config.continue_tokens, seed=config.seed * 1000 + iteration)
     return answers.drop(columns="job").assign(iteration=iteration)[
@@ -460,6 +462,9 @@ def tournament_summary(state: TournamentState, panel: Panel | None = None, backe
     answers = pd.concat(state.answers, ignore_index=True).assign(task=state.task)  # a knowledge source needs it
     row = best_answer(state, answers)
     answers["kept"] = answers.index == row
+    if state.config.routing == "router":  # the router's credit for this task (evoforge.steps.ask_routing)
+        record_task_credit(state.config, state.selector.consensus, state.task, last_layer(answers),
+                           answers.at[row, "text"])
     if pd.isna(answers.at[row, "reward"]) and backends:
         label, intrinsic, _ = reward_label(backends[state.config.reward_model], state.spec, state.task,
                                            answers.at[row, "text"],
