@@ -491,6 +491,10 @@ class RunConfig(_Config):
         if self.manager.enabled:
             raise ValueError("arrangements.evolve: the manager picks its (strategy, expert) arms by its own credit, "
                              "not by the expert values culling ranks them by; set manager.enabled or evolve to false")
+        if self.gating.policy == "router":
+            # The router keeps credit per expert position; culling replaces experts under new ids.
+            raise ValueError("arrangements.evolve: the router's per-niche credit belongs to experts that culling "
+                             "replaces; set gating.policy to 'epsilon', or evolve to false")
         return self
 
     def _check_judge_shards(self) -> None:

@@ -159,6 +159,7 @@ def test_arrangement_metrics_measure_the_population():
     (dict(generations=2, arrangements=dict(evolve=True, cull_every=2)), "arrangements.cull_every"),
     (dict(islands=2, arrangements=dict(evolve=True)), "single-population runs only"),
     (dict(manager=dict(enabled=True), arrangements=dict(evolve=True)), "manager picks"),
+    (dict(gating=dict(policy="router"), arrangements=dict(evolve=True)), "router's per-niche credit"),
 ])
 def test_settings_that_make_no_sense_are_refused_naming_the_field(settings, message):
     with pytest.raises(ValueError, match=message):
