@@ -474,12 +474,14 @@ class TournamentConfig(_Config):
     combine: Literal["mean", "weighted", "vote"] = Field(
         "mean", description="How judges combine (a free-form task has no reference labels for bma or stacking)"
     )
-    selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"] = Field(
+    selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted", "ranker"] = Field(
         "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
         "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "
         "'verifier' (highest P(correct) from a log-prob judge), 'stacked' (a model over these, fitted on the "
         "labelled split data/ask/labelled.jsonl); generator ensembles: 'vote' (the most common normalised short "
-        "answer wins), 'weighted' (consensus clusters weighted by each answer's expert value x judge score)",
+        "answer wins), 'weighted' (consensus clusters weighted by each answer's expert value x judge score); "
+        "'ranker' (seed 002's ranking model: a pairwise ranker over cosine, length, word overlap, judge score and "
+        "agreement, fitted on the labelled split)",
     )
     consensus_similarity: Literal["words", "embedding"] = Field(
         "words", description="How consensus compares answers: 'words' (overlap of the words they add to the task) "
