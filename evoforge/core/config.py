@@ -491,6 +491,13 @@ class TournamentConfig(_Config):
         0.2, gt=0, le=1, description="Similarity at which two answers count as saying the same thing (0.2: the "
         "best of 0.2-0.67 on the ask benchmark's labelled split, word overlap)",
     )
+    strategy: Strategy = Field(
+        "sample", description="How each expert writes its answer: 'sample' (one sampled answer); 'beam' (beam "
+        "search over sampled sentences by log-probability); 'tot' (Tree-of-Thought) or 'mcts' (UCT over sentences), "
+        "valued by the judges' panel (mean relevance/coherence). All experts' searches are batched together (one "
+        "model call per search step); an answer's tokens count everything its search generated",
+    )
+    tree: TreeConfig = Field(default_factory=TreeConfig)
     value_signal: Literal["agreement", "reward"] = Field(
         "agreement", description="What expert values learn from: 'agreement' (every answering expert is rewarded "
         "1 when its answer agrees with the kept one, so values rank experts by how often they are right) or "

@@ -1,0 +1,25 @@
+"""`ask` with a search strategy, end to end on the embedded model: every expert's answer is searched (tot, valued
+by the judges' panel), all experts' searches batched together, and the answers record what their search cost."""
+
+import pandas as pd
+import pytest
+
+from evoforge.core.config import TournamentConfig, TreeConfig
+
+
+@pytest.mark.slow
+def test_ask_writes_each_experts_answer_with_tree_of_thought(prefect_server, backend, tmp_path):
+    from flows.tournament import moe_tournament
+
+    config = TournamentConfig(
+        instruction="Answer in one short sentence. What is the capital of France?", experts=2, max_new_tokens=12,
+        continue_tokens=4, min_iterations=1, max_iterations=1, out=str(tmp_path / "runs"),
+        population_file=str(tmp_path / "population.parquet"), strategy="tot",
+        tree=TreeConfig(k=2, width=1, max_steps=2, sentence_tokens=12), run_name="tot")
+    summary = moe_tournament(config)
+    answers = pd.read_parquet(summary["answers_path"])
+    assert len(answers) == 2 and (answers["strategy"] == "tot").all()
+    # Each search expanded (one call) and valued its k sentences with the panel (one call) at least once.
+    assert (answers["model_calls"] >= 2).all() and answers["strategy_score"].between(0, 1).all()
+    assert (answers["text"].str.len() > 0).all() and summary["answer"] in answers["text"].tolist()
+    assert (answers["new_tokens"] > 0).all()
