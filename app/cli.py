@@ -219,6 +219,7 @@ ASK_FLAGS = [
     ("run-name", "run_name", str), ("selection", "selection", str), ("value-signal", "value_signal", str),
     ("device", "device", str), ("kb", "kb", str), ("kb-k", "kb_k", int), ("kb-context-chars", "kb_context_chars", int),
     ("layers", "layers", int), ("layer-context-chars", "layer_context_chars", int), ("strategy", "strategy", str),
+    ("ensemble", "ensemble", str),
 ]
 
 

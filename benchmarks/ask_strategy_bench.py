@@ -45,13 +45,12 @@ def kept_correct(answers: pd.DataFrame) -> pd.Series:
     return answers.groupby("tid", sort=True).apply(pick)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The options this benchmark and the token ensemble's share, parsed; one torch thread by default."""
     parser.add_argument("--questions", type=int, default=24, help="evenly spaced questions of the question set")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
-    parser.add_argument("--strategies", nargs="+", default=["sample", "beam", "tot", "mcts"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -59,14 +58,42 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    return args
+
+
+def question_subset(count: int) -> tuple[pd.DataFrame, int]:
+    """`count` evenly spaced questions (every `step`th) with their `task` prompt and `tid`, and the step."""
+    prompt, questions, _ = load_questions()
+    step = max(1, len(questions) // count)
+    questions = questions.iloc[::step].head(count).reset_index(drop=True)
+    questions["task"] = [prompt.replace("{question}", q) for q in questions["question"]]
+    questions["tid"] = range(len(questions))
+    return questions, step
+
+
+def population(config, spec, seed: int) -> list:
+    """A seed's fresh population of the tournament's random experts (as benchmarks/ask_bench.py draws it)."""
+    rng = np.random.default_rng([config.seed + seed, 2**31])
+    return random_experts(config.experts, config.generator_models, config.sampling_ranges(), spec.personas,
+                          spec.personas, rng, shots=0)
+
+
+def graded(answers: pd.DataFrame, questions: pd.DataFrame, experts: int) -> pd.DataFrame:
+    """Answers in (question, expert) order with their question's `tid`, `task`, accepted `answers` and `correct`."""
+    answers["tid"] = np.repeat(questions["tid"].to_numpy(), experts)
+    answers = answers.join(questions[["task", "answers"]], on="tid")
+    answers["correct"] = [selection.contains_answer(t, list(a)) for t, a in zip(answers["text"], answers["answers"])]
+    return answers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", nargs="+", default=["sample", "beam", "tot", "mcts"])
+    args = bench_arguments(parser)
     from benchmarks.machine import save_table
     from models.loading import load_backend
 
-    prompt, questions, _ = load_questions()
-    step = max(1, len(questions) // args.questions)
-    questions = questions.iloc[::step].head(args.questions).reset_index(drop=True)
-    questions["task"] = [prompt.replace("{question}", q) for q in questions["question"]]
-    questions["tid"] = range(len(questions))
+    questions, step = question_subset(args.questions)
     config, machine = bench_setup(args.experts, args.max_new_tokens)
     tree = TreeConfig()  # ask's defaults
     spec = load_spec()
@@ -75,9 +102,7 @@ def main() -> int:
     panel = fit_panel({"smollm2": real}, config.judges, per_task[questions["task"].iloc[0]], config.combine)
     rows, per_seed = [], {s: [] for s in args.strategies}
     for seed in range(args.seeds):
-        rng = np.random.default_rng([config.seed + seed, 2**31])
-        experts = random_experts(config.experts, config.generator_models, config.sampling_ranges(), spec.personas,
-                                 spec.personas, rng, shots=0)
+        experts = population(config, spec, seed)
         jobs = [(e.expert_id, task) for task in questions["task"] for e in experts]
         for strategy in args.strategies:
             counted = TokenCount(real)
@@ -86,13 +111,11 @@ def main() -> int:
             answers = expert_answers({"smollm2": counted}, experts, jobs, config.continue_tokens, seed=1000 * seed,
                                      batch_size=64, search=search)
             wall = time.perf_counter() - started
-            answers["tid"] = np.repeat(questions["tid"].to_numpy(), len(experts))
-            answers = answers.join(questions[["task", "answers"]], on="tid")
-            answers["correct"] = [selection.contains_answer(t, list(a)) for t, a in zip(answers["text"], answers["answers"])]
+            answers = graded(answers, questions, len(experts))
             record = {"seed": seed, "strategy": strategy, "kept_accuracy": float(kept_correct(answers).mean()),
                       "single_accuracy": float(answers["correct"].mean()),
                       "tokens_per_question": counted.tokens / len(questions), "backend_calls": counted.calls,
-                      "search_calls": int(answers["model_calls"].sum()) if "model_calls" in answers else len(jobs),
+                      "search_calls": int(answers["model_calls"].sum()) if "model_calls" in answers else counted.calls,
                       "wall_s": wall, "mean_words": float(answers["text"].str.split().str.len().mean())}
             per_seed[strategy].append(record)
             print(record, flush=True)

@@ -498,6 +498,11 @@ class TournamentConfig(_Config):
         "model call per search step); an answer's tokens count everything its search generated",
     )
     tree: TreeConfig = Field(default_factory=TreeConfig)
+    ensemble: Literal["answers", "tokens"] = Field(
+        "answers", description="'answers': each expert writes its own answer and the selection keeps one; 'tokens': "
+        "the answering experts write one answer together, each token drawn from their averaged next-token "
+        "distributions (in-process transformers models only: a server returns sampled text, not distributions)",
+    )
     value_signal: Literal["agreement", "reward"] = Field(
         "agreement", description="What expert values learn from: 'agreement' (every answering expert is rewarded "
         "1 when its answer agrees with the kept one, so values rank experts by how often they are right) or "
@@ -547,6 +552,9 @@ class TournamentConfig(_Config):
             raise ValueError(f"min_iterations ({self.min_iterations}) must not exceed max_iterations "
                              f"({self.max_iterations})")
         unique_judge_names(self.judges)
+        if self.ensemble == "tokens" and self.strategy != "sample":
+            raise ValueError(f"ensemble: 'tokens' decodes one answer token by token and does not combine with "
+                             f"strategy {self.strategy!r}; set strategy to 'sample' or ensemble to 'answers'")
         return self
 
     def sampling_ranges(self) -> SamplingRanges:

@@ -65,6 +65,38 @@ def searched_answers(backends: dict, experts: list, jobs: list[tuple[int, str]],
     return frame
 
 
+def ensembled_answers(backends: dict, experts: list, jobs: list[tuple[int, str]], seed: int, listed: bool = False, *,
+                      max_new_tokens: int) -> pd.DataFrame:
+    """`expert_answers`' frame where the jobs to one task on one backend write one answer together, decoded from
+    their averaged next-token distributions (`models.token_ensemble`, each job's expert a row with its persona and
+    sampling settings; every task in one batched call): each of those jobs' rows holds that answer, and its
+    `new_tokens` the answer's length (the positions its row decoded)."""
+    from models.token_ensemble import ensemble_generate
+
+    rows = []
+    for name in sorted({experts[i].backend for i, _ in jobs}):
+        backend = backends[name]
+        mine = [j for j, (i, _) in enumerate(jobs) if experts[i].backend == name]
+        tasks = list(dict.fromkeys(jobs[j][1] for j in mine))
+        done = ensemble_generate(backend, [backend.chat_prompt(jobs[j][1], system=experts[jobs[j][0]].system_prompt)
+                                           for j in mine],
+                                 [experts[jobs[j][0]].sampling for j in mine], max_new_tokens,
+                                 groups=[tasks.index(jobs[j][1]) for j in mine], seed=seed)
+        for j in mine:
+            answer = done[tasks.index(jobs[j][1])]
+            text = without_list_marker(answer.text) if listed else answer.text
+            rows.append({"job": j, "expert_id": jobs[j][0], "backend": name, "text": trim_to_last_sentence(text),
+                         "new_tokens": answer.new_tokens, "continued": False})
+    return pd.DataFrame(rows).sort_values("job", ignore_index=True)
+
+
+def answer_writer(config, panel=None) -> Callable | None:
+    """What writes `ask`'s answers (`TournamentConfig.strategy` and `ensemble`): None for one sample per expert."""
+    if config.ensemble == "tokens":
+        return partial(ensembled_answers, max_new_tokens=config.max_new_tokens)
+    return answer_search(config.strategy, config.tree, panel)
+
+
 def answer_search(strategy: str, tree, panel=None, questions: Callable[[str], dict] | None = None) -> Callable | None:
     """What writes `ask`'s answers for `strategy`: None for 'sample' (one batched sample per expert, as before)."""
     if strategy == "sample":

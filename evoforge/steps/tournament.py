@@ -27,7 +27,7 @@ from evoforge.core.config import TournamentConfig, judge_models
 from evoforge.core.domain import Question
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.search.generation import complete
-from evoforge.steps.ask_search import answer_search
+from evoforge.steps.ask_search import answer_writer
 from evoforge.judges.panel import Panel, fit_panel
 from evoforge.core.prompts import aggregate_prompt, trim_to_last_sentence, without_list_marker
 from evoforge.judges.selection import (Consensus, Selector, agreement_reward, expert_weights, fit_selector,
@@ -278,7 +278,7 @@ def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.Da
     picked = sorted(pick_experts(state.values, k, epsilon(state, iteration), rng))
     answers = layered_answers(backends, state.experts, [(i, state.prompt) for i in picked], config.layers,
                               config.layer_context_chars, config.continue_tokens, seed=config.seed * 1000 + iteration,
-                              search=answer_search(config.strategy, config.tree, state.panel))
+                              search=answer_writer(config, state.panel))
     columns = ["iteration", "layer", "expert_id", "backend", "text", "new_tokens", "continued"]
     return answers.drop(columns="job").assign(iteration=iteration)[
         columns + [c for c in ("strategy", "strategy_score", "model_calls") if c in answers]]

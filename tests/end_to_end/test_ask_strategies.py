@@ -23,3 +23,28 @@ def test_ask_writes_each_experts_answer_with_tree_of_thought(prefect_server, bac
     assert (answers["model_calls"] >= 2).all() and answers["strategy_score"].between(0, 1).all()
     assert (answers["text"].str.len() > 0).all() and summary["answer"] in answers["text"].tolist()
     assert (answers["new_tokens"] > 0).all()
+
+
+@pytest.mark.slow
+def test_ask_with_a_token_ensemble_writes_one_answer_per_task_for_all_its_experts(backend):
+    import numpy as np
+
+    from evoforge.core.experts import random_experts
+    from evoforge.steps.ask_search import ensembled_answers
+    from evoforge.steps.tournament import load_spec
+
+    config = TournamentConfig(instruction="x", experts=3, max_new_tokens=10, ensemble="tokens")
+    spec = load_spec()
+    experts = random_experts(3, config.generator_models, config.sampling_ranges(), spec.personas, spec.personas,
+                             np.random.default_rng(0), shots=0)
+    tasks = ["Answer in one short sentence. What is the capital of Italy?", "Name one primary colour."]
+    jobs = [(e.expert_id, t) for t in tasks for e in experts]
+    answers = ensembled_answers({"smollm2": backend}, experts, jobs, seed=0, max_new_tokens=10)
+    assert answers["job"].tolist() == list(range(6)) and answers["expert_id"].tolist() == [0, 1, 2] * 2
+    assert answers.groupby(answers["job"] // 3)["text"].nunique().tolist() == [1, 1]  # one answer per task
+    assert (answers["new_tokens"].between(1, 10)).all() and answers["text"].str.len().min() > 0
+
+
+def test_a_token_ensemble_does_not_combine_with_a_search_strategy():
+    with pytest.raises(ValueError, match="ensemble: 'tokens' .* strategy 'tot'"):
+        TournamentConfig(instruction="x", ensemble="tokens", strategy="tot")
