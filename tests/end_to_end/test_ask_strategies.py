@@ -48,3 +48,13 @@ def test_ask_with_a_token_ensemble_writes_one_answer_per_task_for_all_its_expert
 def test_a_token_ensemble_does_not_combine_with_a_search_strategy():
     with pytest.raises(ValueError, match="ensemble: 'tokens' .* strategy 'tot'"):
         TournamentConfig(instruction="x", ensemble="tokens", strategy="tot")
+
+
+def test_ask_picks_its_answer_writer_from_strategy_and_ensemble():
+    from evoforge.steps.ask_search import answer_writer, ensembled_answers, searched_answers
+
+    assert answer_writer(TournamentConfig(instruction="x")) is None  # one sample per expert, as before
+    beam = answer_writer(TournamentConfig(instruction="x", strategy="beam"), panel=None)
+    assert beam.func is searched_answers and beam.keywords["strategy"] == "beam"
+    tokens = answer_writer(TournamentConfig(instruction="x", ensemble="tokens", max_new_tokens=40))
+    assert tokens.func is ensembled_answers and tokens.keywords == {"max_new_tokens": 40}
