@@ -49,6 +49,7 @@ def bench_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The options this benchmark and the token ensemble's share, parsed; one torch thread by default."""
     parser.add_argument("--questions", type=int, default=24, help="evenly spaced questions of the question set")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
@@ -101,7 +102,7 @@ def main() -> int:
     per_task = {t: task_questions(spec, t) for t in questions["task"]}
     panel = fit_panel({"smollm2": real}, config.judges, per_task[questions["task"].iloc[0]], config.combine)
     rows, per_seed = [], {s: [] for s in args.strategies}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         experts = population(config, spec, seed)
         jobs = [(e.expert_id, task) for task in questions["task"] for e in experts]
         for strategy in args.strategies:

@@ -41,7 +41,7 @@ def main() -> int:
     spec = load_spec()
     backends = {"smollm2": load_backend("smollm2", config.precision)}
     records = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         experts = population(config, spec, seed)
         jobs = [(e.expert_id, task) for task in questions["task"] for e in experts]
         for method in ("consensus", "tokens"):

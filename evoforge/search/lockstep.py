@@ -5,7 +5,7 @@ Each search runs the unchanged strategy code (`evoforge.search.strategies`) in i
 the backends. A proxy's `generate` or `option_logprobs` blocks until every search still running has made its next
 call (or ended); then the waiting calls that can share a batch run as one call of the real backend: `generate`
 calls to the same backend with the same stop strings (each row keeps its own sampling settings; the lowest
-search's seed drives the batch), and `option_logprobs` calls with the same options (the judges' labels: the
+search's seed drives the batch; at most `batch_rows` rows per call, as `expert_answers` chunks), and `option_logprobs` calls with the same options (the judges' labels: the
 panel's valuing of partial texts). Calls that cannot share one (beam's log-probabilities, whose options are each
 search's own texts) run one after another in the same round. So N searches cost about the model calls of one,
 each N times wider. The threads only wait: one backend call runs at a time, in the thread that closed the round,
@@ -36,8 +36,9 @@ class _Call:
 class Lockstep:
     """The round keeper of `searches` searches over `backends` (name -> backend); `proxies(i)` are search i's."""
 
-    def __init__(self, backends: dict, searches: int):
+    def __init__(self, backends: dict, searches: int, batch_rows: int = 64):
         self.backends = backends
+        self.batch_rows = batch_rows  # rows per merged `generate` (prefill logits of 288 rows took 7 GB: OOM)
         self.running = searches
         self.pending: list[_Call] = []
         self.cond = threading.Condition()
@@ -98,7 +99,10 @@ class Lockstep:
         if first.method == "generate":
             prompts = [p for c in group for p in c.args[0]]
             settings = [s for c in group for s in c.args[1]]
-            outs = backend.generate(prompts, settings, **first.kwargs)
+            step = self.batch_rows
+            outs = [o for start in range(0, len(prompts), step)
+                    for o in backend.generate(prompts[start : start + step], settings[start : start + step],
+                                              **first.kwargs)]
             self._split(group, outs, lambda c: len(c.args[0]))
         else:
             prompts = [p for c in group for p in c.args[0]]
@@ -132,10 +136,11 @@ class LockstepProxy:
         return getattr(self._backend, name)
 
 
-def run_in_lockstep(backends: dict, searches: list[Callable[[dict], SearchResult]]) -> tuple[list, Lockstep]:
+def run_in_lockstep(backends: dict, searches: list[Callable[[dict], SearchResult]],
+                    batch_rows: int = 64) -> tuple[list, Lockstep]:
     """Run every search (a function of its backends' proxies) in lockstep; their results in order, and the
     lockstep (its call counts). The first search's error, if any, is raised once all have ended."""
-    lockstep = Lockstep(backends, len(searches))
+    lockstep = Lockstep(backends, len(searches), batch_rows)
     results: list = [None] * len(searches)
     errors: list = [None] * len(searches)
 

@@ -76,6 +76,15 @@ def test_searches_in_lockstep_write_what_each_writes_alone_in_fewer_calls(strate
         assert max(rows for _, rows in toy.calls) > 5  # a merged call carries several searches' rows
 
 
+def test_a_merged_generate_is_cut_into_bounded_batches():
+    toy = ToyBackend()
+    results, lockstep = run_in_lockstep({"toy": toy}, [one_search("tot", f"question {i}?", i) for i in range(5)],
+                                        batch_rows=4)
+    generated = [rows for kind, rows in toy.calls if kind == "generate"]
+    assert max(generated) <= 4 and sum(generated) >= 10  # 5 searches x k=2 rows, in calls of at most 4 rows
+    assert len(results) == 5 and lockstep.batched_calls < lockstep.requested_calls
+
+
 def test_a_failing_batch_raises_and_nothing_hangs():
     toy = ToyBackend(fail_on="question 2?")
     with pytest.raises(RuntimeError, match="injected failure"):
