@@ -11,7 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 # Versions are pinned in pyproject.toml only; torch is installed first from that pin.
 TORCH_PIN := $(shell grep -o 'torch==[0-9.]*' pyproject.toml)
 
-.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct bench-arrangements bench-router science ui mlflow-ui clean llama-server
+.PHONY: install run test test-fast bench bench-ask bench-moa bench-kb bench-screen bench-strategies bench-agents bench-islands bench-merge bench-replay bench-rl bench-pct bench-arrangements bench-router bench-ask-ranker bench-ask-strategies bench-token-ensemble science ui mlflow-ui clean llama-server
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,21 @@ science: install
 # (ASK_BENCH_ARGS=--quick for a smoke run of about a minute)
 bench-ask: install
 	$(PY) benchmarks/ask_bench.py $(ASK_BENCH_ARGS)
+
+# The learned ranker (selection: ranker) against judges, consensus and stacked on held-out questions (5-fold by
+# question), from answers ask_bench collects into ASK_CACHE (collecting with the judges: ~15-40 min per seed)
+ASK_CACHE ?= .state/ask-bench-cache
+bench-ask-ranker: install
+	$(PY) benchmarks/ask_bench.py --cache $(ASK_CACHE) --collect-only --seeds 2 --threads 1
+	$(PY) benchmarks/ranker_bench.py --cache $(ASK_CACHE) $(RANKER_BENCH_ARGS)
+
+# ask with strategy beam / tot / mcts against sample (ASK_STRATEGY_ARGS="--questions 6 --seeds 1" for a few
+# minutes), and the token-level ensemble against consensus at equal tokens
+bench-ask-strategies: install
+	$(PY) benchmarks/ask_strategy_bench.py $(ASK_STRATEGY_ARGS)
+
+bench-token-ensemble: install
+	$(PY) benchmarks/token_ensemble_bench.py $(TOKEN_ENSEMBLE_ARGS)
 
 # ask's layers (Mixture-of-Agents) and generator ensembles against one layer at equal generated tokens (17-26
 # minutes per seed on one shared core; MOA_BENCH_ARGS=--quick for about a minute)

@@ -236,8 +236,8 @@ ASK_FLAGS = [
     ("max-new-tokens", "max_new_tokens", int), ("seed", "seed", int), ("out", "out", str),
     ("run-name", "run_name", str), ("selection", "selection", str), ("value-signal", "value_signal", str),
     ("device", "device", str), ("kb", "kb", str), ("kb-k", "kb_k", int), ("kb-context-chars", "kb_context_chars", int),
-    ("layers", "layers", int), ("layer-context-chars", "layer_context_chars", int),
-    ("routing", "routing", str),
+    ("layers", "layers", int), ("layer-context-chars", "layer_context_chars", int), ("strategy", "strategy", str),
+    ("ensemble", "ensemble", str), ("routing", "routing", str),
 ]
 
 

@@ -584,12 +584,14 @@ class TournamentConfig(_Config):
     )
     routing_bandwidth: float = Field(0.5, gt=0, le=10, description="routing 'router': how far credit spreads "
                                      "between tasks (distance between unit-length MiniLM embeddings)")
-    selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"] = Field(
+    selection: Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted", "ranker"] = Field(
         "consensus", description="How the kept answer is picked: 'judges' (highest relevance/coherence score), "
         "'consensus' (the best-scored answer of the largest cluster of answers that say the same thing), "
         "'verifier' (highest P(correct) from a log-prob judge), 'stacked' (a model over these, fitted on the "
         "labelled split data/ask/labelled.jsonl); generator ensembles: 'vote' (the most common normalised short "
-        "answer wins), 'weighted' (consensus clusters weighted by each answer's expert value x judge score)",
+        "answer wins), 'weighted' (consensus clusters weighted by each answer's expert value x judge score); "
+        "'ranker' (seed 002's ranking model: a pairwise ranker over cosine, length, word overlap, judge score and "
+        "agreement, fitted on the labelled split)",
     )
     consensus_similarity: Literal["words", "embedding"] = Field(
         "words", description="How consensus compares answers: 'words' (overlap of the words they add to the task) "
@@ -598,6 +600,18 @@ class TournamentConfig(_Config):
     consensus_threshold: float = Field(
         0.2, gt=0, le=1, description="Similarity at which two answers count as saying the same thing (0.2: the "
         "best of 0.2-0.67 on the ask benchmark's labelled split, word overlap)",
+    )
+    strategy: Strategy = Field(
+        "sample", description="How each expert writes its answer: 'sample' (one sampled answer); 'beam' (beam "
+        "search over sampled sentences by log-probability); 'tot' (Tree-of-Thought) or 'mcts' (UCT over sentences), "
+        "valued by the judges' panel (mean relevance/coherence). All experts' searches are batched together (one "
+        "model call per search step); an answer's tokens count everything its search generated",
+    )
+    tree: TreeConfig = Field(default_factory=TreeConfig)
+    ensemble: Literal["answers", "tokens"] = Field(
+        "answers", description="'answers': each expert writes its own answer and the selection keeps one; 'tokens': "
+        "the answering experts write one answer together, each token drawn from their averaged next-token "
+        "distributions (in-process transformers models only: a server returns sampled text, not distributions)",
     )
     value_signal: Literal["agreement", "reward"] = Field(
         "agreement", description="What expert values learn from: 'agreement' (every answering expert is rewarded "
@@ -648,6 +662,9 @@ class TournamentConfig(_Config):
             raise ValueError(f"min_iterations ({self.min_iterations}) must not exceed max_iterations "
                              f"({self.max_iterations})")
         unique_judge_names(self.judges)
+        if self.ensemble == "tokens" and self.strategy != "sample":
+            raise ValueError(f"ensemble: 'tokens' decodes one answer token by token and does not combine with "
+                             f"strategy {self.strategy!r}; set strategy to 'sample' or ensemble to 'answers'")
         return self
 
     def sampling_ranges(self) -> SamplingRanges:

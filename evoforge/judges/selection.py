@@ -12,6 +12,9 @@ Each method is a plain function of a frame of per-answer features (one row per a
   (`verifier_scores`), calibrated (Platt) on a labelled split.
 - `stacked`: a logistic regression over the features above (judge score, agreement, verifier), fitted on the
   labelled split with `evoforge.judges.ensembles` (stacking); keeps the highest predicted P(correct).
+- `ranker`: seed 002's ranking model (`evoforge.judges.ranker`): a pairwise linear ranker over each answer's
+  cosine to the task and to the other answers, length, word overlap with the task and with the others, judge
+  score, agreement and a value model's prediction where given (`answer_features`), fitted on the labelled split.
 
 Generator ensembles (the seed's voting and weighted averaging, applied to whole answers: the experts' models may
 differ in tokenizer and sampling settings, and each answer is drawn in one batched call, so a token-level average
@@ -32,11 +35,12 @@ import pandas as pd
 
 from evoforge.judges.calibration import Calibrator, fit_calibrator
 from evoforge.judges.ensembles import Ensemble, fit_ensemble
+from evoforge.judges.ranker import Ranker, fit_ranker
 from evoforge.core.words import STOPWORDS, words
 
-SelectionMethod = Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted"]
-SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked", "vote", "weighted")
-NEEDS_LABELS = {"stacked"}  # fitted on the labelled split; the verifier's Platt map is monotone, so optional
+SelectionMethod = Literal["judges", "consensus", "verifier", "stacked", "vote", "weighted", "ranker"]
+SELECTION_METHODS: tuple[str, ...] = ("judges", "consensus", "verifier", "stacked", "vote", "weighted", "ranker")
+NEEDS_LABELS = {"stacked", "ranker"}  # fitted on the labelled split; the verifier's Platt map is monotone, so optional
 STACKED_FEATURES = ("score", "agreement", "verifier")
 
 def short_answer(text: str, task: str = "") -> frozenset[str]:
@@ -110,6 +114,24 @@ def consensus_features(similarity: np.ndarray, threshold: float) -> pd.DataFrame
     """The consensus columns `select` reads: `cluster`, `agreement` and `centrality`."""
     labels = clusters(similarity, threshold)
     return pd.DataFrame({"cluster": labels, "agreement": agreement(labels), "centrality": centrality(similarity)})
+
+
+def answer_features(texts: list[str], task: str, embeddings: np.ndarray, task_embedding: np.ndarray) -> pd.DataFrame:
+    """Seed 002's ranking features of one task's answers (unit-length MiniLM `embeddings`, one row per answer):
+    cosine to the task and mean cosine to the other answers, log word count, the share of the answer's keywords
+    (words less stopwords) that are the task's, and the mean overlap of what it adds with what the others add (word
+    `centrality`)."""
+    embeddings = np.asarray(embeddings, dtype=float).reshape(len(texts), -1)
+    task_words = set(words(task))
+    said = [words(t) for t in texts]
+    keywords = [[x for x in w if x not in STOPWORDS] for w in said]
+    return pd.DataFrame({
+        "task_cosine": embeddings @ np.asarray(task_embedding, dtype=float).ravel(),
+        "peer_cosine": centrality(embedding_similarity(embeddings)),
+        "log_words": np.log1p([len(w) for w in said]),
+        "task_overlap": [sum(x in task_words for x in k) / len(k) if k else 0.0 for k in keywords],
+        "peer_overlap": centrality(word_similarity(texts, task)),
+    })
 
 
 def vote_forms(texts: list[str], task: str = "") -> np.ndarray:
@@ -192,6 +214,10 @@ def select_stacked(features: pd.DataFrame, stacker: Ensemble) -> int:
     return _best(stacker.combine(stacked_matrix(features)))
 
 
+def select_ranker(features: pd.DataFrame, ranker: Ranker) -> int:
+    return _best(ranker.score(features))
+
+
 def stacked_matrix(features: pd.DataFrame) -> np.ndarray:
     """The stacked model's inputs, as probabilities (ensembles' stacking takes their log-odds)."""
     return features[list(STACKED_FEATURES)].to_numpy(dtype=float)
@@ -206,10 +232,10 @@ def needed_features(method: str) -> set[str]:
     """Which features a method reads, so callers compute only those (judging and verifying cost forward passes)."""
     return {"judges": {"score"}, "consensus": {"cluster", "score"}, "verifier": {"verifier"},
             "stacked": set(STACKED_FEATURES), "vote": {"form", "score"},
-            "weighted": {"cluster", "weight", "score"}}[method]
+            "weighted": {"cluster", "weight", "score"}, "ranker": {"agreement", "score"}}[method]
 
 
-def select(method: str, features: pd.DataFrame, stacker: Ensemble | None = None) -> int:
+def select(method: str, features: pd.DataFrame, stacker: Ensemble | None = None, ranker: Ranker | None = None) -> int:
     """The position (0-based row) of the answer `method` keeps."""
     if method == "judges":
         return select_judges(features)
@@ -227,6 +253,10 @@ def select(method: str, features: pd.DataFrame, stacker: Ensemble | None = None)
         if stacker is None:
             raise ValueError("selection=stacked needs a model fitted on the labelled split (fit_stacker)")
         return select_stacked(features, stacker)
+    if method == "ranker":
+        if ranker is None:
+            raise ValueError("selection=ranker needs a ranker fitted on the labelled split (fit_selector)")
+        return select_ranker(features, ranker)
     raise ValueError(f"selection: unknown method {method!r}; expected one of {SELECTION_METHODS}")
 
 
@@ -245,6 +275,15 @@ def verifier_scores(backend, tasks: list[str], answers: list[str]) -> np.ndarray
     return first_label_probability(backend.option_logprobs(prompts, ["yes", "no"], desc="verifier"))
 
 
+def minilm(embedder=None):
+    """The given embedder, else MiniLM (loaded once per process by models.embedder)."""
+    if embedder is not None:
+        return embedder
+    from models.embedder import load_embedder
+
+    return load_embedder("minilm")
+
+
 @dataclass
 class Consensus:
     """How answers are compared for consensus: `words` (short forms) or `embedding` (MiniLM), and the threshold."""
@@ -255,11 +294,7 @@ class Consensus:
     def matrix(self, texts: list[str], task: str = "", embedder=None) -> np.ndarray:
         if self.similarity == "words":
             return word_similarity(texts, task)
-        if embedder is None:
-            from models.embedder import load_embedder
-
-            embedder = load_embedder("minilm")
-        return embedding_similarity(embedder.embed(texts))
+        return embedding_similarity(minilm(embedder).embed(texts))
 
     def features(self, texts: list[str], task: str = "", embedder=None) -> pd.DataFrame:
         return consensus_features(self.matrix(texts, task, embedder), self.threshold)
@@ -287,23 +322,31 @@ def load_labelled(path: str | Path = LABELLED_PATH) -> pd.DataFrame:
 
 @dataclass
 class Selector:
-    """What `select` needs beyond the features: the method, the consensus rule, and, for the verifier and
-    stacked methods, the verifier's calibration and the stacked model (fitted on the labelled split)."""
+    """What `select` needs beyond the features: the method, the consensus rule, and, for the verifier, stacked
+    and ranker methods, the verifier's calibration, the stacked model and the ranker (fitted on the labelled
+    split)."""
 
     method: str = "consensus"
     consensus: Consensus = field(default_factory=Consensus)
     calibrator: Calibrator = field(default_factory=Calibrator)
     stacker: Ensemble | None = None
+    ranker: Ranker | None = None
 
     @property
     def verifies(self) -> bool:
         return self.method in ("verifier", "stacked")
 
     def features(self, texts: list[str], task: str, scores=None, verifier_raw=None, embedder=None,
-                 weights=None) -> pd.DataFrame:
+                 weights=None, values=None) -> pd.DataFrame:
         """The features frame for one task's answers: judge `score` (if given), consensus columns, the vote
-        (`form`), each answer's expert `weight` (if given), `verifier`."""
+        (`form`), each answer's expert `weight` (if given), `verifier`; for the ranker its `answer_features`
+        and a value model's prediction `value` (if given)."""
         frame = self.consensus.features(texts, task, embedder)
+        if self.method == "ranker":
+            embedded = minilm(embedder).embed([task, *texts])
+            frame = frame.join(answer_features(texts, task, embedded[1:], embedded[0]))
+        if values is not None:
+            frame["value"] = np.asarray(values, dtype=float)
         frame["form"] = vote_forms(texts, task)
         if weights is not None:
             frame["weight"] = np.asarray(weights, dtype=float)
@@ -315,27 +358,41 @@ class Selector:
         return frame
 
     def pick(self, features: pd.DataFrame) -> int:
-        return select(self.method, features, self.stacker)
+        return select(self.method, features, self.stacker, self.ranker)
+
+
+def labelled_features(selector: Selector, labelled: pd.DataFrame, embedder=None, values=None) -> pd.DataFrame:
+    """The selector's features of every labelled answer, task by task (consensus among each task's answers), with
+    its `group` and `correct`; `values` (texts -> a value model's predictions) adds `value`."""
+    parts = []
+    for group_id, group in labelled.groupby("group", sort=False):
+        texts = group["text"].tolist()
+        feats = selector.features(texts, group["task"].iloc[0], group["score"] if "score" in group else None,
+                                  group["verifier_raw"] if "verifier_raw" in group else None, embedder,
+                                  values=values(texts) if values is not None else None)
+        parts.append(feats.assign(group=group_id, correct=group["correct"].to_numpy()))
+    return pd.concat(parts, ignore_index=True)
 
 
 def fit_selector(method: str, consensus: Consensus | None = None, labelled: pd.DataFrame | None = None,
-                 embedder=None) -> Selector:
-    """A selector for `method`; the verifier and stacked methods are fitted on the labelled split (loaded from
-    the shipped file unless given): Platt scaling of the verifier's P(correct), then the stacked model on the
-    answers' judge score, agreement (recomputed with this consensus rule) and calibrated verifier."""
+                 embedder=None, values=None) -> Selector:
+    """A selector for `method`; the verifier, stacked and ranker methods are fitted on the labelled split (loaded
+    from the shipped file unless given): Platt scaling of the verifier's P(correct), then the stacked model on the
+    answers' judge score, agreement (recomputed with this consensus rule) and calibrated verifier, or the ranker
+    on `answer_features`, judge score, agreement and, with `values` (texts -> a value model's predictions), the
+    predicted value; the fitted models live in the selector (refitted per `ask`: a fraction of a second)."""
     if method not in SELECTION_METHODS:
         raise ValueError(f"selection: unknown method {method!r}; expected one of {SELECTION_METHODS}")
     selector = Selector(method, consensus or Consensus())
-    if not selector.verifies:
+    if method not in NEEDS_LABELS and not selector.verifies:
         return selector
     labelled = load_labelled() if labelled is None else labelled
-    selector.calibrator = fit_calibrator("platt", labelled["verifier_raw"], labelled["correct"])
+    if selector.verifies:
+        selector.calibrator = fit_calibrator("platt", labelled["verifier_raw"], labelled["correct"])
     if method == "stacked":
-        parts = []
-        for _, group in labelled.groupby("group", sort=False):
-            feats = selector.features(group["text"].tolist(), group["task"].iloc[0], group["score"],
-                                      group["verifier_raw"], embedder)
-            parts.append(feats.assign(correct=group["correct"].to_numpy()))
-        frame = pd.concat(parts, ignore_index=True)
+        frame = labelled_features(selector, labelled, embedder)
         selector.stacker = fit_stacker(frame, frame["correct"])
+    if method == "ranker":
+        frame = labelled_features(selector, labelled, embedder, values)
+        selector.ranker = fit_ranker(frame, frame["correct"], frame["group"])
     return selector

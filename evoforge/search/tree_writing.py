@@ -19,15 +19,21 @@ NEEDS_VALUES = ("tot", "mcts")  # strategies that value partial texts (beam rank
 
 
 class TokenCount:
-    """The backend with a count of the new tokens its `generate` calls wrote (a strategy's whole cost)."""
+    """The backend with a count of the new tokens its `generate` calls wrote (a strategy's whole cost) and of its
+    model calls (`generate` and `option_logprobs`, each batched call once)."""
 
     def __init__(self, backend):
-        self.backend, self.tokens = backend, 0
+        self.backend, self.tokens, self.calls = backend, 0, 0
 
     def generate(self, *args, **kwargs):
         outs = self.backend.generate(*args, **kwargs)
         self.tokens += sum(o.new_tokens for o in outs)
+        self.calls += 1
         return outs
+
+    def option_logprobs(self, *args, **kwargs):
+        self.calls += 1
+        return self.backend.option_logprobs(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
@@ -47,6 +53,17 @@ def search_one(strategy: str, expander: SentenceExpander, tree, values: Values |
     raise ValueError(f"strategy: expected one of sample, beam, tot, mcts, got {strategy!r}")
 
 
+def search_prompt(strategy: str, backend, prompt: str, settings, tree, values: Values | None, seed: int,
+                  separator: str | None = None) -> tuple[SearchResult, int]:
+    """One text written from `prompt` by `strategy` with the expert's sampling `settings` (its max-new-tokens
+    bounds the text): the search's result and every new token it generated."""
+    counted = TokenCount(backend)
+    expander = SentenceExpander(counted, prompt, settings, separator, seed=seed,
+                                sentence_tokens=min(tree.sentence_tokens, settings.max_new_tokens),
+                                max_tokens=settings.max_new_tokens)
+    return search_one(strategy, expander, tree, values), counted.tokens
+
+
 def write_with_strategies(backends: dict, plans: list[Plan], strategies: list[str], domain: Domain,
                           continue_tokens: int, seed: int, tree, values: Values | None = None) -> pd.DataFrame:
     """`write_candidates` where each plan has its strategy. Returns its columns plus `strategy`,
@@ -64,18 +81,15 @@ def write_with_strategies(backends: dict, plans: list[Plan], strategies: list[st
     rows = []
     for i in searched:
         plan = plans[i]
-        backend = TokenCount(backends[plan.expert.backend])
+        backend = backends[plan.expert.backend]
         prompt = backend.chat_prompt(plan.prompt) if plan.chat else plan.prompt
-        settings = plan.expert.sampling
-        expander = SentenceExpander(backend, prompt, settings, domain.generator.separator, seed=seed + i,
-                                    sentence_tokens=min(tree.sentence_tokens, settings.max_new_tokens),
-                                    max_tokens=settings.max_new_tokens)
-        result = search_one(strategies[i], expander, tree, values)
+        result, tokens = search_prompt(strategies[i], backend, prompt, plan.expert.sampling, tree, values,
+                                       seed + i, domain.generator.separator)
         text = trim_to_last_sentence(join_opening(plan.opening, result.text.strip()))
         rows.append({
             "expert_id": plan.expert.expert_id, "backend": plan.expert.backend, "mutation": plan.mutation,
             "genotype": plan.genotype, "system_prompt": plan.expert.system_prompt, "text": text,
-            "new_tokens": backend.tokens, "continued": False, "valid": len(text) >= MIN_TEXT_CHARS,
+            "new_tokens": tokens, "continued": False, "valid": len(text) >= MIN_TEXT_CHARS,
             "strategy": strategies[i], "strategy_score": result.score, "model_calls": result.expand_calls, "_row": i,
         })
     if rows:

@@ -27,6 +27,7 @@ from evoforge.core.config import TournamentConfig, judge_models
 from evoforge.core.domain import Question
 from evoforge.core.experts import Expert, exploration_rate, pick_experts, random_experts, update_value
 from evoforge.search.generation import complete
+from evoforge.steps.ask_search import answer_writer
 from evoforge.judges.panel import Panel, fit_panel
 from evoforge.core.prompts import aggregate_prompt, trim_to_last_sentence, without_list_marker
 from evoforge.judges.selection import (Consensus, Selector, agreement_reward, expert_weights, fit_selector,
@@ -127,6 +128,7 @@ class TournamentState:
         self.iterations: list[dict] = []  # one record per iteration
         self.total_reward = 0.0
         self.mlflow_run_id: str | None = None  # kept in the progress file, so a resumed ask logs to the same run
+        self.panel: Panel | None = None  # the judges, once fitted: tot and mcts value partial answers with them
 
     @property
     def values(self) -> np.ndarray:
@@ -197,7 +199,8 @@ def next_iteration(state: TournamentState) -> int:
 
 def fit_tournament_judges(state: TournamentState, backends: dict[str, Backend]) -> Panel:
     """A free-form task has no reference labels: the panel combines raw (or contextually calibrated) scores."""
-    return fit_panel(backends, state.config.judges, state.questions, state.config.combine)
+    state.panel = fit_panel(backends, state.config.judges, state.questions, state.config.combine)
+    return state.panel
 
 
 def epsilon(state: TournamentState, iteration: int) -> float:
@@ -206,11 +209,14 @@ def epsilon(state: TournamentState, iteration: int) -> float:
 
 
 def expert_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, str]], continue_tokens: int,
-                   seed: int, batch_size: int | None = None, listed: bool = False) -> pd.DataFrame:
+                   seed: int, batch_size: int | None = None, listed: bool = False, search=None) -> pd.DataFrame:
     """Each job (expert id, task) answered by its expert: one batched call per backend (in chunks of `batch_size`
     rows), one continuation for cut-off answers. Many tasks batch together (the benchmark answers every question
     at once). `listed`: the prompts showed numbered references, and a list marker copied from them is dropped.
-    One row per job, in job order, with the job's position as `job`."""
+    One row per job, in job order, with the job's position as `job`. `search` (evoforge.steps.ask_search): each
+    answer written by a search strategy instead, all jobs' searches batched together."""
+    if search is not None:
+        return search(backends, experts, jobs, seed, listed)
     rows = []
     for name in sorted({experts[i].backend for i, _ in jobs}):
         backend = backends[name]
@@ -239,7 +245,8 @@ LAYER_SEED_STEP = 1_000_000  # layer k > 1 generates with seed + (k - 1) * this:
 
 
 def layered_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int, str]], layers: int,
-                    context_chars: int, continue_tokens: int, seed: int, batch_size: int | None = None) -> pd.DataFrame:
+                    context_chars: int, continue_tokens: int, seed: int, batch_size: int | None = None,
+                    search=None) -> pd.DataFrame:
     """Each job (expert id, task) answered in `layers` layers: layer 1 answers the task; in layer k every job's
     expert reads the layer k-1 answers to the same task (all experts' answers, `layer_prompt`) and writes an
     improved one. One batched `expert_answers` call per layer for all tasks together. One row per job and layer,
@@ -247,7 +254,8 @@ def layered_answers(backends: dict, experts: list[Expert], jobs: list[tuple[int,
     frames, prompts = [], [task for _, task in jobs]
     for layer in range(1, layers + 1):
         done = expert_answers(backends, experts, [(i, p) for (i, _), p in zip(jobs, prompts)], continue_tokens,
-                              seed=seed + (layer - 1) * LAYER_SEED_STEP, batch_size=batch_size, listed=layer > 1)
+                              seed=seed + (layer - 1) * LAYER_SEED_STEP, batch_size=batch_size, listed=layer > 1,
+                              search=search)
         frames.append(done.assign(layer=layer))
         by_task = defaultdict(list)
         for (_, task), text in zip(jobs, done["text"]):  # done is in job order
@@ -271,9 +279,11 @@ def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.Da
     scores = state.values if config.routing == "none" else routed_experts(config, state.task, len(state.experts))
     picked = sorted(pick_experts(scores, k, epsilon(state, iteration), rng))
     answers = layered_answers(backends, state.experts, [(i, state.prompt) for i in picked], config.layers,
-                              config.layer_context_chars, config.continue_tokens, seed=config.seed * 1000 + iteration)
+                              config.layer_context_chars, config.continue_tokens, seed=config.seed * 1000 + iteration,
+                              search=answer_writer(config, state.panel))
+    columns = ["iteration", "layer", "expert_id", "backend", "text", "new_tokens", "continued"]
     return answers.drop(columns="job").assign(iteration=iteration)[
-        ["iteration", "layer", "expert_id", "backend", "text", "new_tokens", "continued"]]
+        columns + [c for c in ("strategy", "strategy_score", "model_calls") if c in answers]]
 
 
 def judge_step(state: TournamentState, panel: Panel, answers: pd.DataFrame, backends: dict[str, Backend]) -> pd.DataFrame:
