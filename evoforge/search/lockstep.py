@@ -13,7 +13,7 @@ so the backends need not be thread-safe.
 """
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
