@@ -86,7 +86,7 @@ def ensembled_answers(backends: dict, experts: list, jobs: list[tuple[int, str]]
             answer = done[tasks.index(jobs[j][1])]
             text = without_list_marker(answer.text) if listed else answer.text
             rows.append({"job": j, "expert_id": jobs[j][0], "backend": name, "text": trim_to_last_sentence(text),
-                         "new_tokens": answer.new_tokens, "continued": False})
+                         "new_tokens": answer.new_tokens, "continued": False, "ensemble": "tokens"})
     return pd.DataFrame(rows).sort_values("job", ignore_index=True)
 
 

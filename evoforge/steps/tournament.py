@@ -283,7 +283,7 @@ def answer_step(state: TournamentState, iteration: int, backends: dict) -> pd.Da
                               search=answer_writer(config, state.panel))
     columns = ["iteration", "layer", "expert_id", "backend", "text", "new_tokens", "continued"]
     return answers.drop(columns="job").assign(iteration=iteration)[
-        columns + [c for c in ("strategy", "strategy_score", "model_calls") if c in answers]]
+        columns + [c for c in ("strategy", "strategy_score", "model_calls", "ensemble") if c in answers]]
 
 
 def judge_step(state: TournamentState, panel: Panel, answers: pd.DataFrame, backends: dict[str, Backend]) -> pd.DataFrame:

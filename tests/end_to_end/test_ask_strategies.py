@@ -26,6 +26,21 @@ def test_ask_writes_each_experts_answer_with_tree_of_thought(prefect_server, bac
 
 
 @pytest.mark.slow
+def test_ask_with_a_token_ensemble_keeps_the_one_answer_its_experts_wrote_together(prefect_server, backend, tmp_path):
+    from flows.tournament import moe_tournament
+
+    config = TournamentConfig(
+        instruction="Answer in one short sentence. What is the capital of France?", experts=2, max_new_tokens=12,
+        continue_tokens=4, min_iterations=1, max_iterations=1, out=str(tmp_path / "runs"),
+        population_file=str(tmp_path / "population.parquet"), ensemble="tokens", run_name="tokens")
+    summary = moe_tournament(config)
+    answers = pd.read_parquet(summary["answers_path"])
+    assert len(answers) == 2 and (answers["ensemble"] == "tokens").all()
+    assert answers["text"].nunique() == 1 and summary["answer"] == answers["text"].iloc[0]
+    assert answers["new_tokens"].between(1, 12).all()
+
+
+@pytest.mark.slow
 def test_ask_with_a_token_ensemble_writes_one_answer_per_task_for_all_its_experts(backend):
     import numpy as np
 
@@ -43,6 +58,7 @@ def test_ask_with_a_token_ensemble_writes_one_answer_per_task_for_all_its_expert
     assert answers["job"].tolist() == list(range(6)) and answers["expert_id"].tolist() == [0, 1, 2] * 2
     assert answers.groupby(answers["job"] // 3)["text"].nunique().tolist() == [1, 1]  # one answer per task
     assert (answers["new_tokens"].between(1, 10)).all() and answers["text"].str.len().min() > 0
+    assert (answers["ensemble"] == "tokens").all()
 
 
 def test_a_token_ensemble_does_not_combine_with_a_search_strategy():
