@@ -38,10 +38,18 @@ class TunedGenerator(mlflow.pyfunc.PythonModel):
         return [o.text for o in outs]
 
 
+def _resumed(tracking_uri: str, run_id: str):
+    """The fluent API's context for an existing run. The run's own experiment is made the active one first: MLflow
+    refuses to resume a run of another experiment than one set earlier in the process (a benchmark's
+    `set_experiment`, say), and this model belongs to the run, whatever was set before."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=mlflow.tracking.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id)
+    return mlflow.start_run(run_id=run_id)
+
+
 def log_generator(tracking_uri: str, run_id: str, weights_dir: str, registered_name: str | None) -> tuple[str, str | None]:
     """Log the checkpoint folder as a pyfunc model in the run (and register it). Returns (model URI, version)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with _resumed(tracking_uri, run_id):
         info = mlflow.pyfunc.log_model(
             name="tuned_generator",
             python_model=TunedGenerator(),
@@ -59,8 +67,7 @@ def log_generator(tracking_uri: str, run_id: str, weights_dir: str, registered_n
 def log_value_model(tracking_uri: str, run_id: str, model, registered_name: str | None) -> tuple[str, str | None]:
     """Log a fitted value model (models.value_model) in the run as an MLflow sklearn-flavour model (pickled: it
     is our own object, loaded back by our own code) and register it. Returns (model URI, version)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with _resumed(tracking_uri, run_id):
         info = mlflow.sklearn.log_model(model, name="value_model", registered_model_name=registered_name,
                                         serialization_format="pickle")
     version = str(info.registered_model_version) if info.registered_model_version is not None else None

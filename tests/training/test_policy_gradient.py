@@ -96,6 +96,12 @@ def test_rl_flow_trains_logs_and_registers_an_adapter_that_changed(prefect_serve
     from evoforge.core.tracking import tracking_uri
     from flows.finetune import rl_finetune
 
+    import mlflow
+
+    # Another experiment active in the process (as the science benchmark's test leaves it) must not stop the flow
+    # from logging its model into its own run.
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment("some-other-experiment")
     settings = RLConfig(steps=2, prompts_per_step=2, group=2, max_new_tokens=12, learning_rate=1e-3)
     summary = rl_finetune(domain="opinions", settings=settings, register_as="rl-test", out=str(tmp_path / "rl"))
     client = MlflowClient(tracking_uri())
