@@ -19,16 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import evoforge  # noqa: E402,F401  (telemetry off before MLflow or Prefect load)
 
-SCORES = ["qd_score", "coverage", "mean_quality", "max_quality", "candidate_mean_quality", "candidate_diversity"]
 ARMS = {"candidate": "prioritized", "champion": "uniform", "base": "base"}
 
 
@@ -47,8 +43,9 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     from benchmarks.machine import machine_at_start, save_table
-    from evoforge.core.config import EvaluateConfig, FinetuneConfig, RunConfig
-    from evoforge.training.finetuning import evaluate_models, run_training_frame, train_and_register
+    from benchmarks.tuned_models import evaluate_on_seeds, scores_table
+    from evoforge.core.config import FinetuneConfig
+    from evoforge.training.finetuning import run_training_frame, train_and_register
 
     work = Path(tempfile.mkdtemp(prefix="replay-bench-"))
     started = time.monotonic()
@@ -66,32 +63,9 @@ def main(argv=None) -> None:
         print(f"{replay}: {len(frame)} examples, held-out loss {outcome['held_out_loss_before']:.3f} -> "
               f"{outcome['held_out_loss']:.3f} ({tuning[replay]['seconds']:.0f} s)", flush=True)
 
-    rows, evaluation_s = [], {}
-    for seed in args.seeds:
-        config = RunConfig(domain=domain.name, seed=seed, max_new_tokens=args.max_new_tokens,
-                           evaluate=EvaluateConfig(generations=args.generations, batch_size=args.batch_size))
-        t0 = time.monotonic()
-        result = evaluate_models(config, checkpoints["prioritized"], checkpoints["uniform"], work / f"eval-s{seed}",
-                                 None, rivals=[("base", "smollm2")])
-        evaluation_s[seed] = time.monotonic() - t0
-        for arm in result["arms"]:
-            rows.append({"seed": seed, "model": ARMS[arm["label"]],
-                         **{k: arm["scores"].get(k, np.nan) for k in SCORES}})
-        print(result["table"], flush=True)
-
-    frame = pd.DataFrame(rows)
-    qd = frame.pivot(index="seed", columns="model", values="qd_score")
-    ratios = (qd["prioritized"] / qd["uniform"]).to_list()
-    summary = frame.groupby("model", sort=False)[SCORES].agg(["mean", "std"])
-    lines = ["| model | QD score | coverage | mean elite quality | mean candidate quality | candidate diversity |",
-             "|---|---|---|---|---|---|"]
-    for label in ("prioritized", "uniform", "base"):
-        s = summary.loc[label]
-        cell = lambda k: f"{s[(k, 'mean')]:.3f}" + (f" ± {s[(k, 'std')]:.3f}" if len(args.seeds) > 1 else "")
-        lines.append(f"| {label} | {cell('qd_score')} | {cell('coverage')} | {cell('mean_quality')} | "
-                     f"{cell('candidate_mean_quality')} | {cell('candidate_diversity')} |")
-    lines.append(f"\nQD prioritized / uniform per seed: {', '.join(f'{r:.2f}x' for r in ratios)} "
-                 f"(mean {np.mean(ratios):.2f}x)")
+    rows, evaluation_s = evaluate_on_seeds(domain.name, args, checkpoints["prioritized"], checkpoints["uniform"],
+                                           ARMS, work, rivals=[("base", "smollm2")])
+    lines, ratios = scores_table(rows, ["prioritized", "uniform", "base"])
     payload = {
         "machine": machine_at_start(),
         "settings": {**vars(args), "finetune": FinetuneConfig(replay="prioritized").model_dump()},

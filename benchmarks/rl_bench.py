@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,7 +26,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import evoforge  # noqa: E402,F401  (telemetry off before MLflow or Prefect load)
 
-SCORES = ["qd_score", "coverage", "mean_quality", "max_quality", "candidate_mean_quality", "candidate_diversity"]
 
 
 def main(argv=None) -> None:
@@ -46,9 +44,9 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     from benchmarks.machine import machine_at_start, save_table
-    from evoforge.core.config import EvaluateConfig, RLConfig, RunConfig
+    from benchmarks.tuned_models import evaluate_on_seeds, scores_table
+    from evoforge.core.config import RLConfig, RunConfig
     from evoforge.core.domain import load_domain
-    from evoforge.training.finetuning import evaluate_models
     from evoforge.training.rl import train_rl
 
     work = Path(tempfile.mkdtemp(prefix="rl-bench-"))
@@ -61,32 +59,11 @@ def main(argv=None) -> None:
     rewards = [h["reward"] for h in outcome["history"]]
     print(f"rl: reward {rewards[0]:.3f} -> {rewards[-1]:.3f} over {len(rewards)} steps ({train_s:.0f} s)", flush=True)
 
-    rows, evaluation_s = [], {}
-    for seed in args.seeds:
-        config = RunConfig(domain=args.domain, seed=seed, max_new_tokens=args.max_new_tokens,
-                           evaluate=EvaluateConfig(generations=args.generations, batch_size=args.batch_size))
-        t0 = time.monotonic()
-        result = evaluate_models(config, outcome["checkpoint"], "smollm2", work / f"eval-s{seed}", None)
-        evaluation_s[seed] = time.monotonic() - t0
-        for arm in result["arms"]:
-            rows.append({"seed": seed, "model": "rl" if arm["label"] == "candidate" else "base",
-                         **{k: arm["scores"].get(k, np.nan) for k in SCORES}})
-        print(result["table"], flush=True)
-
-    frame = pd.DataFrame(rows)
-    qd = frame.pivot(index="seed", columns="model", values="qd_score")
-    ratios = (qd["rl"] / qd["base"]).to_list()
-    summary = frame.groupby("model", sort=False)[SCORES].agg(["mean", "std"])
-    lines = ["| model | QD score | coverage | mean elite quality | mean candidate quality | candidate diversity |",
-             "|---|---|---|---|---|---|"]
-    for label in ("rl", "base"):
-        s = summary.loc[label]
-        cell = lambda k: f"{s[(k, 'mean')]:.3f}" + (f" ± {s[(k, 'std')]:.3f}" if len(args.seeds) > 1 else "")
-        lines.append(f"| {label} | {cell('qd_score')} | {cell('coverage')} | {cell('mean_quality')} | "
-                     f"{cell('candidate_mean_quality')} | {cell('candidate_diversity')} |")
+    rows, evaluation_s = evaluate_on_seeds(args.domain, args, outcome["checkpoint"], "smollm2",
+                                           {"candidate": "rl", "champion": "base"}, work)
+    lines, ratios = scores_table(rows, ["rl", "base"])
     first, last = np.mean(rewards[:4]), np.mean(rewards[-4:])
-    lines.append(f"\nQD rl / base per seed: {', '.join(f'{r:.2f}x' for r in ratios)} (mean {np.mean(ratios):.2f}x); "
-                 f"training reward, mean of the first 4 steps {first:.3f} -> last 4 {last:.3f}")
+    lines.append(f"training reward, mean of the first 4 steps {first:.3f} -> last 4 {last:.3f}")
     payload = {
         "machine": machine_at_start(),
         "settings": {**vars(args), "rl": settings.model_dump()},
